@@ -1,0 +1,44 @@
+# One command per job. `make run` sets up and serves; `make check` sets up and runs what CI runs.
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run serve setup check test lint typecheck bench clean
+
+$(VENV)/.runtime: requirements.txt scripts/bootstrap.sh scripts/llama_wheel.sh
+	PYTHON=$(PYTHON) scripts/bootstrap.sh
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	PYTHON=$(PYTHON) scripts/bootstrap.sh dev
+	touch $@
+
+setup: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py prepare_models
+
+run: setup serve
+
+serve:
+	$(PY) manage.py welcome --host $(HOST) --port $(PORT)
+	$(VENV)/bin/uvicorn inference_site.asgi:application --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy inference_site openai_api llm_backend bench examples manage.py
+
+test: $(VENV)/.dev setup
+	scripts/run_tests.sh
+
+check: lint typecheck test
+
+bench: $(VENV)/.dev setup
+	$(PY) bench/load.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

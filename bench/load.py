@@ -1,0 +1,142 @@
+"""Streaming load against any OpenAI-compatible server; prints one table row per concurrency.
+
+    .venv/bin/python bench/load.py --base-url http://127.0.0.1:8000/v1 --concurrency 1,4,8
+
+For each level it runs ``--rounds`` requests per client, each streaming ``--max-tokens``
+tokens at temperature 0, and reports total output tok/s, time to first token (p50/p95),
+inter-token latency (p50/p95) and errors. Progress goes to the log on stderr; the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+logger = logging.getLogger("bench.load")
+
+
+@dataclass
+class Sample:
+    ttft: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    wall: float
+    samples: list[Sample]
+
+    def row(self) -> str:
+        ok = [s for s in self.samples if s.error is None]
+        tokens = sum(s.tokens for s in ok)
+        ttfts = [s.ttft for s in ok if s.ttft is not None]
+        gaps = [g for s in ok for g in s.gaps]
+        return (
+            f"| {self.concurrency:>4} | {len(self.samples):>4} | {tokens / self.wall:>8.1f} | "
+            f"{_ms(ttfts, 50)} | {_ms(ttfts, 95)} | {_ms(gaps, 50)} | {_ms(gaps, 95)} | "
+            f"{len(self.samples) - len(ok):>6} |"
+        )
+
+
+HEADER = (
+    "| conc | reqs | tok/s    | ttft p50 | ttft p95 | itl p50  | itl p95  | errors |\n"
+    "|-----:|-----:|---------:|---------:|---------:|---------:|---------:|-------:|"
+)
+
+
+def _ms(values: list[float], pct: int) -> str:
+    if not values:
+        return "       -"
+    ordered = sorted(values)
+    value = ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+    return f"{value * 1000:6.0f}ms"
+
+
+async def one_stream(http: httpx.AsyncClient, args: argparse.Namespace, index: int) -> Sample:
+    sample = Sample()
+    body = {
+        "model": args.model,
+        "messages": [{"role": "user", "content": f"Tell me a long story about the number {index}."}],
+        "max_tokens": args.max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = last = time.perf_counter()
+    try:
+        async with http.stream("POST", "/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                sample.error = f"HTTP {response.status_code}"
+                await response.aread()
+                return sample
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    sample.error = chunk["error"].get("code") or "stream error"
+                if chunk.get("usage"):
+                    sample.tokens = chunk["usage"]["completion_tokens"]
+                if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                    now = time.perf_counter()
+                    if sample.ttft is None:
+                        sample.ttft = now - started
+                    else:
+                        sample.gaps.append(now - last)
+                    last = now
+    except httpx.HTTPError as exc:
+        sample.error = type(exc).__name__
+    return sample
+
+
+async def run_level(args: argparse.Namespace, concurrency: int) -> LevelResult:
+    headers = {"Authorization": f"Bearer {args.api_key}"}
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=600, limits=limits) as http:
+        started = time.perf_counter()
+
+        async def client(worker: int) -> list[Sample]:
+            return [await one_stream(http, args, worker * 100 + r) for r in range(args.rounds)]
+
+        per_client = await asyncio.gather(*(client(w) for w in range(concurrency)))
+        return LevelResult(concurrency, time.perf_counter() - started, [s for c in per_client for s in c])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    parser.add_argument("--api-key", default="sk-local")
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    rows = []
+    for level in (int(c) for c in args.concurrency.split(",")):
+        logger.info(
+            "concurrency %d: %d streams of %d tokens ...", level, level * args.rounds, args.max_tokens
+        )
+        result = asyncio.run(run_level(args, level))
+        logger.info("concurrency %d done in %.1f s", level, result.wall)
+        rows.append(result.row())
+    sys.stdout.write(f"\n{args.base_url}  model={args.model}  max_tokens={args.max_tokens}\n{HEADER}\n")
+    sys.stdout.write("\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""ASGI entry point: ``uvicorn inference_site.asgi:application``."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_site.settings")
+django_application = get_asgi_application()
+
+from llm_backend.registry import get_registry  # noqa: E402  (needs configured settings)
+
+from .lifespan import LifespanMiddleware  # noqa: E402
+
+application = LifespanMiddleware(
+    django_application, startup=get_registry().load, shutdown=get_registry().close
+)

@@ -1,0 +1,58 @@
+"""Typed engine failures. The HTTP layer maps each class to a status; nobody matches messages."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every failure the engine reports to its callers."""
+
+
+class ModelNotFound(EngineError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist.")
+        self.model = model
+
+
+class ContextLengthExceeded(EngineError):
+    def __init__(self, *, n_ctx: int, prompt_tokens: int, max_tokens: int | None) -> None:
+        requested = prompt_tokens + (max_tokens or 0)
+        detail = f"{prompt_tokens} in the prompt"
+        if max_tokens:
+            detail += f", {max_tokens} in the completion"
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{requested} tokens ({detail}). Please reduce the length of the prompt or completion."
+        )
+        self.n_ctx = n_ctx
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+
+
+class EngineOverloaded(EngineError):
+    """The model's queue is full; the caller should retry after ``retry_after`` seconds."""
+
+    def __init__(self, model: str, retry_after: int = 1) -> None:
+        super().__init__(f"The model '{model}' is overloaded. Please retry shortly.")
+        self.retry_after = retry_after
+
+
+class EngineUnavailable(EngineError):
+    """The model is not loaded or its scheduler has stopped."""
+
+
+class GenerationFailed(EngineError):
+    """The engine failed while generating; the request cannot be completed."""
+
+
+class ModelLoadError(EngineError):
+    """A configured model could not be prepared or loaded; the message names it."""
+
+
+class ChatTemplateMissing(EngineError):
+    """The model has no chat template or format, so it can serve completions but not chat."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' has no chat template; configure chat_format or chat_template "
+            "for it, or use /v1/completions."
+        )

@@ -1,0 +1,77 @@
+"""Plain frozen values that cross the seam between ``openai_api`` and ``llm_backend``.
+
+The HTTP layer maps its wire schemas into a :class:`GenerationRequest`; the engine answers
+with an async stream of :data:`GenerationEvent` values: zero or more :class:`TextDelta`
+then exactly one :class:`Finished`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["system", "developer", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens and when to stop.
+
+    ``max_tokens`` None means "until the context is full". ``temperature`` 0 is greedy.
+    ``seed`` None draws a fresh random seed per request.
+    """
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One generation: a raw prompt (``str``) or chat messages to template, on one model."""
+
+    model: str
+    prompt: str | tuple[ChatMessage, ...]
+    sampling: SamplingParams
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """New output text, already cut before any stop string and valid UTF-8."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    finish_reason: FinishReason
+    usage: Usage
+
+
+GenerationEvent = TextDelta | Finished

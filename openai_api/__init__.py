@@ -1,0 +1,1 @@
+"""The HTTP interface: OpenAI's wire format over Django async views."""

@@ -1,0 +1,115 @@
+"""The wrapper every ``/v1`` view runs in: request id, method check, error rendering, record.
+
+Views raise :class:`~openai_api.errors.ApiError` or engine errors; this module turns them
+into OpenAI-shaped responses, sets ``x-request-id`` on every answer and closes the request
+record for non-streaming answers (streams close their own when they end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+from pydantic import BaseModel, ValidationError
+
+from llm_backend.exceptions import EngineError
+
+from .errors import (
+    ApiError,
+    error_response,
+    from_engine_error,
+    from_validation_error,
+    invalid_request,
+    method_not_allowed,
+    server_error,
+)
+from .request_record import RequestRecord
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+_logged_unknown_fields: set[str] = set()
+
+
+def api_endpoint(
+    *, methods: tuple[str, ...], id_prefix: str = "req", prompt_param: str = "messages"
+) -> Callable[[View], View]:
+    """Wrap an async view ``view(request, record, **kwargs)`` with the API's common contract.
+
+    ``id_prefix`` starts the request id (which is also the response id); ``prompt_param`` is
+    the field named when a prompt does not fit the context.
+    """
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponseBase:
+            record = RequestRecord.begin(request, prefix=id_prefix)
+            try:
+                if request.method not in methods:
+                    raise method_not_allowed(request.method or "", list(methods))
+                response = await view(request, record, **kwargs)
+                if not response.streaming:
+                    record.status = response.status_code
+            except asyncio.CancelledError:
+                record.disconnected = True
+                record.finish()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure must become an OpenAI error
+                error = _as_api_error(exc, record, prompt_param)
+                record.fail(status=error.status, error_type=error.type, error_code=error.code)
+                response = error_response(error)
+            response["x-request-id"] = record.request_id
+            if not response.streaming:
+                record.finish()
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def _as_api_error(exc: Exception, record: RequestRecord, prompt_param: str) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, EngineError):
+        return from_engine_error(exc, prompt_param=prompt_param)
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(413, "The request body is too large.", code="request_too_large")
+    logger.exception("unhandled error in %s", record.request_id)
+    return server_error()
+
+
+def parse_body(request: HttpRequest, schema: type[BodyT]) -> BodyT:
+    """Validate the JSON body against ``schema``; 400 with ``param`` on any mismatch."""
+    raw = request.body
+    if not raw.strip():
+        raise invalid_request("The request body is empty; send a JSON object.")
+    try:
+        body = schema.model_validate_json(raw)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise invalid_request(
+                "We could not parse the JSON body of your request. (HINT: This likely means you "
+                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
+            ) from None
+        raise from_validation_error(exc) from None
+    for name in body.model_extra or {}:
+        if name not in _logged_unknown_fields:
+            _logged_unknown_fields.add(name)
+            logger.warning("ignoring unknown request field %r (logged once)", name)
+    return body
+
+
+def json_response(body: BaseModel, status: int = 200) -> HttpResponse:
+    return HttpResponse(
+        body.model_dump_json(exclude_unset=True), status=status, content_type="application/json"
+    )

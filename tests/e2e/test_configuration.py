@@ -1,0 +1,94 @@
+"""Serving several models from a TOML file, several workers, and refusing bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.support import MODEL, ROOT, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def model_file(server: object) -> Path:
+    """The assembled default model (the session server has made sure it exists)."""
+    return next((ROOT / "var" / "models").glob("*.gguf"))
+
+
+def test_two_models_from_a_toml_file_are_served_under_their_names(tmp_path: Path, model_file: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[[models]]\nname = "gemma-a"\npath = "{model_file}"\nchat_format = "gemma"\n\n'
+        f'[[models]]\nname = "gemma-chatml"\npath = "{model_file}"\nchat_format = "chatml"\nn_ctx = 1024\n'
+    )
+    server = start_server(tmp_path, env={"LLM_MODELS_FILE": str(config)})
+    try:
+        client = openai.OpenAI(base_url=server.api_url, api_key="sk-unused", max_retries=0)
+        assert sorted(m.id for m in client.models.list()) == ["gemma-a", "gemma-chatml"]
+        for name in ("gemma-a", "gemma-chatml"):
+            reply = client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0
+            )
+            assert reply.model == name
+        with pytest.raises(openai.BadRequestError) as too_long:
+            client.completions.create(model="gemma-chatml", prompt="word " * 1100)
+        assert "1024" in too_long.value.message
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model=MODEL, prompt="x")
+    finally:
+        stop_server(server)
+
+
+def test_two_workers_serve_requests(tmp_path: Path) -> None:
+    server = start_server(tmp_path, args=("--workers", "2"))
+    try:
+        with httpx.Client(base_url=server.api_url, timeout=120) as http:
+            replies = [
+                http.post(
+                    "/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2, "temperature": 0}
+                )
+                for _ in range(4)
+            ]
+        assert [r.status_code for r in replies] == [200] * 4
+        assert server.log().count("loaded model gemma-3-270m") == 2
+    finally:
+        stop_server(server)
+
+
+def _run_uvicorn_expecting_failure(tmp_path: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "inference_site.asgi:application", "--port", "0"],
+        cwd=ROOT,
+        env={**os.environ, "VAR_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    return result.stdout + result.stderr
+
+
+def test_missing_model_file_fails_at_start_up_naming_it(tmp_path: Path) -> None:
+    output = _run_uvicorn_expecting_failure(tmp_path, {"LLM_MODEL_PATH": "/nonexistent/model.gguf"})
+
+    assert "/nonexistent/model.gguf does not exist" in output
+
+
+def test_corrupt_model_file_fails_at_start_up_naming_it(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file" * 100)
+
+    output = _run_uvicorn_expecting_failure(tmp_path, {"LLM_MODEL_PATH": str(bogus)})
+
+    assert f"{bogus} is not a loadable GGUF model" in output
+
+
+def test_invalid_setting_fails_with_a_sentence_naming_it(tmp_path: Path) -> None:
+    output = _run_uvicorn_expecting_failure(tmp_path, {"LLM_N_CTX": "lots"})
+
+    assert "LLM_N_CTX must be an integer" in output

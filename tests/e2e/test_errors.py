@@ -1,0 +1,145 @@
+"""Every refusal is OpenAI-shaped JSON with the right status, type, code and param."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support import MODEL, assert_valid
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def _error(
+    response: httpx.Response, status: int, *, param: str | None, code: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"]
+    body = response.json()
+    assert_valid("ErrorResponse", body)
+    error = body["error"]
+    assert error["param"] == param
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+def test_invalid_json_is_400(http: httpx.Client) -> None:
+    response = http.post(
+        "/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
+    )
+
+    error = _error(response, 400, param=None)
+    assert error["type"] == "invalid_request_error"
+    assert "JSON" in error["message"]
+
+
+def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
+    _error(http.post("/completions", json=[1, 2]), 400, param=None)
+    _error(http.post("/completions", content=b""), 400, param=None)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": MESSAGES}, "model"),
+        ({"model": MODEL}, "messages"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"model": MODEL, "messages": MESSAGES, "temperature": 3}, "temperature"),
+        ({"model": MODEL, "messages": MESSAGES, "temperature": "hot"}, "temperature"),
+        ({"model": MODEL, "messages": MESSAGES, "top_p": 1.5}, "top_p"),
+        ({"model": MODEL, "messages": MESSAGES, "max_tokens": "ten"}, "max_tokens"),
+        ({"model": MODEL, "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
+        ({"model": MODEL, "messages": MESSAGES, "max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"model": MODEL, "messages": MESSAGES, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": MODEL, "messages": MESSAGES, "seed": 1.5}, "seed"),
+        ({"model": MODEL, "messages": MESSAGES, "stream": "yes"}, "stream"),
+        ({"model": MODEL, "messages": MESSAGES, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({"model": MODEL, "messages": MESSAGES, "n": 2}, "n"),
+    ],
+)
+def test_chat_validation_errors_name_the_param(http: httpx.Client, body: dict[str, Any], param: str) -> None:
+    response = http.post("/chat/completions", json=body)
+
+    error = _error(response, 400, param=param, code=response.json()["error"]["code"])
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": MODEL}, "prompt"),
+        ({"model": MODEL, "prompt": []}, "prompt"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": -1}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
+    ],
+)
+def test_completion_validation_errors_name_the_param(
+    http: httpx.Client, body: dict[str, Any], param: str
+) -> None:
+    response = http.post("/completions", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_unknown_model_is_404_before_any_stream_byte(http: httpx.Client, stream: bool) -> None:
+    response = http.post("/chat/completions", json={"model": "gpt-9", "messages": MESSAGES, "stream": stream})
+
+    error = _error(response, 404, param="model", code="model_not_found")
+    assert "gpt-9" in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_context_is_400_context_length_exceeded(http: httpx.Client, stream: bool) -> None:
+    long_prompt = "hello " * 5000
+    response = http.post("/completions", json={"model": MODEL, "prompt": long_prompt, "stream": stream})
+
+    error = _error(response, 400, param="prompt", code="context_length_exceeded")
+    assert "4096" in error["message"]
+
+
+def test_max_tokens_beyond_the_context_is_context_length_exceeded(http: httpx.Client) -> None:
+    response = http.post("/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 5000})
+
+    _error(response, 400, param="max_tokens", code="context_length_exceeded")
+
+
+def test_unknown_route_and_wrong_method_are_openai_shaped(http: httpx.Client) -> None:
+    _error(http.get("/nope"), 404, param=None, code="unknown_url")
+    _error(http.post("/chat/completions/extra", json={}), 404, param=None, code="unknown_url")
+    wrong = http.get("/chat/completions")
+    _error(wrong, 405, param=None, code="method_not_allowed")
+    assert wrong.headers["allow"] == "POST"
+    _error(http.delete("/models"), 405, param=None, code="method_not_allowed")
+
+
+def test_sdk_raises_typed_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as not_found:
+        client.chat.completions.create(model="missing", messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=9)  # type: ignore[arg-type]
+
+    assert not_found.value.code == "model_not_found"
+    assert bad.value.param == "temperature"
+
+
+def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
+    response = http.post(
+        "/chat/completions",
+        json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1, "some_vendor_extension": {"x": 1}},
+    )
+
+    assert response.status_code == 200

@@ -1,0 +1,127 @@
+"""Helpers shared by the tests: a real uvicorn server process and OpenAI schema validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_SCHEMAS = ROOT.parent / "shared" / "openai-schemas.json"
+VENDORED_SCHEMAS = Path(__file__).resolve().parent / "openai-schemas.json"
+MODEL = "gemma-3-270m"
+
+
+@cache
+def _schemas() -> dict[str, Any]:
+    path = SHARED_SCHEMAS if SHARED_SCHEMAS.exists() else VENDORED_SCHEMAS
+    return json.loads(path.read_text())["$defs"]
+
+
+def assert_valid(schema_name: str, instance: Any) -> None:
+    """Fail with every violation if ``instance`` does not match OpenAI's schema ``schema_name``."""
+    validator = Draft202012Validator(_schemas()[schema_name])
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, f"{schema_name} violations: {errors}\nin {json.dumps(instance)[:2000]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
+    """Migrate a fresh database in ``var_dir`` and start uvicorn on a free loopback port."""
+    environment = {
+        **os.environ,
+        "VAR_DIR": str(var_dir),
+        "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=environment, check=True
+    )
+    port = free_port()
+    log_path = var_dir / f"uvicorn-{port}.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "inference_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ],
+        cwd=ROOT,
+        env=environment,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(base_url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.api_url + "/models", timeout=2).status_code < 500:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"uvicorn did not answer within 120 s:\n{server.log()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+def sse_events(lines: Iterator[str]) -> list[str]:
+    """The ``data:`` payloads of an SSE body, in order, checking the framing as it goes."""
+    payloads: list[str] = []
+    pending_blank = False
+    for line in lines:
+        if pending_blank:
+            assert line == "", f"an event must be followed by a blank line, got {line!r}"
+            pending_blank = False
+            continue
+        assert line.startswith("data: "), f"unexpected SSE line {line!r}"
+        payloads.append(line[len("data: ") :])
+        pending_blank = True
+    return payloads

@@ -1,0 +1,51 @@
+"""The seam between the apps holds: imports flow inference_site -> openai_api -> llm_backend."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.support import ROOT, SHARED_SCHEMAS, VENDORED_SCHEMAS
+
+FORBIDDEN_IN_BACKEND = ("django.http", "rest_framework", "pydantic", "openai_api")
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
+
+
+def test_llm_backend_does_not_import_the_http_layer() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): name
+        for path in _python_files("llm_backend")
+        for name in _imports(path)
+        if name.startswith(FORBIDDEN_IN_BACKEND)
+    }
+
+    assert offenders == {}
+
+
+def test_only_the_engine_module_imports_llama_cpp() -> None:
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in _python_files("llm_backend", "openai_api", "inference_site", "bench", "examples")
+        if any(name.split(".")[0] == "llama_cpp" for name in _imports(path))
+    }
+
+    assert importers == {"llm_backend/engine.py"}
+
+
+def test_vendored_openai_schemas_match_the_shared_copy() -> None:
+    if SHARED_SCHEMAS.exists():
+        assert VENDORED_SCHEMAS.read_bytes() == SHARED_SCHEMAS.read_bytes()
+    assert VENDORED_SCHEMAS.stat().st_size > 10_000
