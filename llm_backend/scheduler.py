@@ -136,7 +136,7 @@ class Scheduler:
                 continue
             self._busy = True
             started = time.perf_counter()
-            produced = 0
+            produced: int | None = None
             try:
                 for event in self.engine.generate(job.prepared, job.request.sampling, job.cancelled):
                     if isinstance(event, Finished):
@@ -148,10 +148,10 @@ class Scheduler:
                 job.emit(GenerationFailed(f"The model failed while generating: {type(exc).__name__}."))
             finally:
                 self._busy = False
-                self._generated_tokens += produced
-                if job.cancelled.is_set():
-                    logger.info(
-                        "generation %s cancelled after %.0f ms",
-                        job.request.request_id,
-                        (time.perf_counter() - started) * 1000,
-                    )
+                self._generated_tokens += produced or 0
+            if produced is None and job.cancelled.is_set():
+                logger.info(
+                    "generation %s cancelled after %.0f ms",
+                    job.request.request_id,
+                    (time.perf_counter() - started) * 1000,
+                )
