@@ -8,9 +8,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_site.settings")
 django_application = get_asgi_application()
 
 from llm_backend.registry import get_registry  # noqa: E402  (needs configured settings)
+from openai_api.request_log_writer import request_log_writer  # noqa: E402
 
 from .lifespan import LifespanMiddleware  # noqa: E402
 
-application = LifespanMiddleware(
-    django_application, startup=get_registry().load, shutdown=get_registry().close
-)
+
+def shutdown() -> None:
+    """Stop the engines, then write every request-log row still queued."""
+    get_registry().close()
+    request_log_writer.close()
+
+
+application = LifespanMiddleware(django_application, startup=get_registry().load, shutdown=shutdown)

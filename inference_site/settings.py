@@ -10,11 +10,23 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from rest_framework import mixins, serializers, viewsets
 
 from llm_backend.specs import SpecError, build_specs
 
 from .env import Env
+
+# Lets admin, ORM and DRF generics be subscripted at run time, as their type stubs describe them.
+django_stubs_ext.monkeypatch(
+    extra_classes=[
+        serializers.ModelSerializer,
+        viewsets.GenericViewSet,
+        viewsets.ReadOnlyModelViewSet,
+        mixins.ListModelMixin,
+    ]
+)
 
 env = Env(os.environ)
 
@@ -47,6 +59,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
     "llm_backend",
     "openai_api",
 ]
@@ -111,6 +125,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Largest request body the API accepts, in bytes (a bigger one gets 413).
 API_MAX_BODY_BYTES = env.integer("API_MAX_BODY_BYTES", 8 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "openai_api.management_api.error_shape_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# Keep prompt and completion text in the request log (off: only counts and timings are kept).
+REQUEST_LOG_TEXT = env.boolean("REQUEST_LOG_TEXT", False)
 
 # -- models -------------------------------------------------------------------------------
 LLM_MODEL_DIR = env.path("LLM_MODEL_DIR", VAR_DIR / "models")

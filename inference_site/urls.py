@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("openai_api.urls")),
+    path("api/", include("openai_api.management_urls")),
 ]

@@ -1,4 +1,4 @@
-"""The wrapper every ``/v1`` view runs in: request id, method check, error rendering, record.
+"""The wrapper every ``/v1`` view runs in: request id, authentication, method check, errors.
 
 Views raise :class:`~openai_api.errors.ApiError` or engine errors; this module turns them
 into OpenAI-shaped responses, sets ``x-request-id`` on every answer and closes the request
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from llm_backend.exceptions import EngineError
 
+from .auth import api_key_authenticate
 from .errors import (
     ApiError,
     error_response,
@@ -29,6 +30,7 @@ from .errors import (
     method_not_allowed,
     server_error,
 )
+from .request_log_writer import request_log_writer
 from .request_record import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,9 @@ _logged_unknown_fields: set[str] = set()
 def api_endpoint(
     *, methods: tuple[str, ...], id_prefix: str = "req", prompt_param: str = "messages"
 ) -> Callable[[View], View]:
-    """Wrap an async view ``view(request, record, **kwargs)`` with the API's common contract.
+    """Wrap an async view ``view(request, record, api_key, **kwargs)`` with the API's contract.
+
+    The bearer key is checked first (401 before anything else), then the method (405).
 
     ``id_prefix`` starts the request id (which is also the response id); ``prompt_param`` is
     the field named when a prompt does not fit the context.
@@ -54,9 +58,12 @@ def api_endpoint(
         async def wrapper(request: HttpRequest, **kwargs: Any) -> HttpResponseBase:
             record = RequestRecord.begin(request, prefix=id_prefix)
             try:
+                api_key = await api_key_authenticate(request)
+                record.api_key_id = api_key.pk
+                request_log_writer.touch(api_key.pk)
                 if request.method not in methods:
                     raise method_not_allowed(request.method or "", list(methods))
-                response = await view(request, record, **kwargs)
+                response = await view(request, record, api_key, **kwargs)
                 if not response.streaming:
                     record.status = response.status_code
             except asyncio.CancelledError:

@@ -2,7 +2,8 @@
 
 Every ``/v1`` request gets a :class:`RequestRecord` before anything can fail; the endpoint
 wrapper or the stream's ``finally`` calls :meth:`RequestRecord.finish` exactly once, on
-success, error or disconnect alike, which logs one access line.
+success, error or disconnect alike: it logs one access line and queues one request-log row
+(never the Authorization header, and the texts only when ``REQUEST_LOG_TEXT`` is on).
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
+
+from .models import RequestLog
+from .request_log_writer import request_log_writer
 
 logger = logging.getLogger("openai_api.access")
 
@@ -38,6 +45,10 @@ class RequestRecord:
     completion_tokens: int = 0
     cached_tokens: int = 0
     disconnected: bool = False
+    api_key_id: int | None = None
+    prompt_text: str = ""
+    completion_parts: list[str] = field(default_factory=list)
+    created: datetime = field(default_factory=timezone.now)
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -68,6 +79,48 @@ class RequestRecord:
     def duration_ms(self) -> float | None:
         return None if self.finished_at is None else (self.finished_at - self.started) * 1000
 
+    @property
+    def tokens_per_second(self) -> float | None:
+        if self.first_token_at is None or self.finished_at is None or self.completion_tokens == 0:
+            return None
+        elapsed = self.finished_at - self.first_token_at
+        return self.completion_tokens / elapsed if elapsed > 0 else None
+
+    @property
+    def keeps_text(self) -> bool:
+        return bool(settings.REQUEST_LOG_TEXT)
+
+    def add_completion_text(self, text: str) -> None:
+        if self.keeps_text:
+            self.completion_parts.append(text)
+
+    def to_row(self) -> RequestLog:
+        return RequestLog(
+            request_id=self.request_id,
+            api_key_id=self.api_key_id,
+            endpoint=self.endpoint[:100],
+            model=(self.model or "")[:200],
+            stream=self.stream,
+            status_code=self.status or 0,
+            error_type=self.error_type or "",
+            error_code=self.error_code or "",
+            finish_reason=self.finish_reason or "",
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+            ttft_ms=self.ttft_ms,
+            duration_ms=self.duration_ms or 0.0,
+            tokens_per_second=self.tokens_per_second,
+            client_disconnected=self.disconnected,
+            client_ip=self.client_ip or None,
+            user_agent=self.user_agent,
+            user=(self.user or "")[:256],
+            prompt_text=self.prompt_text if self.keeps_text else "",
+            completion_text="".join(self.completion_parts) if self.keeps_text else "",
+            created=self.created,
+        )
+
     def finish(self) -> None:
         """Close the record (idempotent): stamp the duration and log the access line."""
         if self.finished_at is not None:
@@ -89,3 +142,4 @@ class RequestRecord:
             self.duration_ms or 0.0,
             " disconnected" if self.disconnected else "",
         )
+        request_log_writer.submit(self.to_row())

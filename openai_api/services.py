@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from llm_backend.exceptions import EngineError
+from llm_backend.exceptions import EngineError, ModelNotFound
 from llm_backend.registry import get_registry
 from llm_backend.scheduler import GenerationStream
 from llm_backend.types import Finished, FinishReason, GenerationEvent, GenerationRequest, TextDelta, Usage
@@ -22,6 +22,7 @@ from llm_backend.types import Finished, FinishReason, GenerationEvent, Generatio
 from . import responses as wire
 from . import sse
 from .errors import from_engine_error
+from .models import ApiKey
 from .request_record import RequestRecord
 
 
@@ -40,9 +41,16 @@ class CollectedChoice:
     finish_reason: FinishReason = "length"
 
 
-async def generation_start(*, requests: list[GenerationRequest], record: RequestRecord) -> StartedGeneration:
-    """Submit every prompt, then await the first event; raise EngineError for any refusal."""
+async def generation_start(
+    *, requests: list[GenerationRequest], record: RequestRecord, api_key: ApiKey
+) -> StartedGeneration:
+    """Submit every prompt, then await the first event; raise EngineError for any refusal.
+
+    A model the key may not use is reported exactly like a model that does not exist.
+    """
     model = requests[0].model
+    if not api_key.allows_model(model):
+        raise ModelNotFound(model)
     scheduler = await asyncio.to_thread(get_registry().get, model)
     streams: list[GenerationStream] = []
     try:
@@ -91,6 +99,7 @@ async def generation_collect(started: StartedGeneration, record: RequestRecord) 
         record.mark_first_token()
         if isinstance(event, TextDelta):
             choices[index].text.append(event.text)
+            record.add_completion_text(event.text)
         else:
             choices[index].finish_reason = event.finish_reason
             _account(record, event)
@@ -190,6 +199,7 @@ async def generation_stream(
                         yield sse.event(wire.dump(opening))
                 record.mark_first_token()
                 if isinstance(event, TextDelta):
+                    record.add_completion_text(event.text)
                     yield sse.event(wire.dump(style.delta(meta, index, event.text)))
                 else:
                     _account(record, event)
@@ -209,16 +219,22 @@ async def generation_stream(
         record.finish()
 
 
-def model_cards() -> wire.ModelList:
-    infos = get_registry().infos()
+async def model_cards(*, api_key: ApiKey) -> wire.ModelList:
+    """The models ``api_key`` may use."""
+    infos = await asyncio.to_thread(get_registry().infos)
     return wire.ModelList(
         object="list",
         data=[
-            wire.ModelCard(id=i.name, object="model", created=i.created, owned_by=i.owned_by) for i in infos
+            wire.ModelCard(id=i.name, object="model", created=i.created, owned_by=i.owned_by)
+            for i in infos
+            if api_key.allows_model(i.name)
         ],
     )
 
 
-def model_card(model_id: str) -> wire.ModelCard:
-    info = get_registry().info(model_id)
+async def model_card(model_id: str, *, api_key: ApiKey) -> wire.ModelCard:
+    """One model, or ModelNotFound (also when ``api_key`` may not use it)."""
+    if not api_key.allows_model(model_id):
+        raise ModelNotFound(model_id)
+    info = await asyncio.to_thread(get_registry().info, model_id)
     return wire.ModelCard(id=info.name, object="model", created=info.created, owned_by=info.owned_by)

@@ -19,15 +19,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.api_url, api_key="sk-unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0, timeout=120)
 
 
 @pytest.fixture
 def async_client(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.api_url, api_key="sk-unused", max_retries=0, timeout=120)
+    return openai.AsyncOpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0, timeout=120)
 
 
 @pytest.fixture
 def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.api_url, timeout=120) as raw:
+    with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=120) as raw:
         yield raw

@@ -48,6 +48,16 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    var_dir: Path
+    environment: dict[str, str]
+    api_key: str
+
+    def manage(self, *args: str) -> str:
+        """Run ``manage.py`` against this server's database; return its standard output."""
+        return manage(self.environment, *args)
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
 
     @property
     def api_url(self) -> str:
@@ -66,9 +76,8 @@ def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tupl
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=environment, check=True
-    )
+    manage(environment, "migrate", "--noinput", "-v0")
+    api_key = manage(environment, "create_api_key", "test-suite").strip().splitlines()[-1]
     port = free_port()
     log_path = var_dir / f"uvicorn-{port}.log"
     process = subprocess.Popen(
@@ -88,18 +97,33 @@ def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tupl
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    server = Server(base_url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    server = Server(
+        base_url=f"http://127.0.0.1:{port}",
+        process=process,
+        log_path=log_path,
+        var_dir=var_dir,
+        environment=environment,
+        api_key=api_key,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.api_url + "/models", timeout=2).status_code < 500:
+            if httpx.get(server.api_url + "/models", headers=server.auth(), timeout=2).status_code < 500:
                 return server
         except httpx.HTTPError:
             time.sleep(0.2)
     stop_server(server)
     raise RuntimeError(f"uvicorn did not answer within 120 s:\n{server.log()}")
+
+
+def manage(environment: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
 
 
 def stop_server(server: Server) -> None:

@@ -28,7 +28,7 @@ def test_two_models_from_a_toml_file_are_served_under_their_names(tmp_path: Path
     )
     server = start_server(tmp_path, env={"LLM_MODELS_FILE": str(config)})
     try:
-        client = openai.OpenAI(base_url=server.api_url, api_key="sk-unused", max_retries=0)
+        client = openai.OpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0)
         assert sorted(m.id for m in client.models.list()) == ["gemma-a", "gemma-chatml"]
         for name in ("gemma-a", "gemma-chatml"):
             reply = client.chat.completions.create(
@@ -47,7 +47,7 @@ def test_two_models_from_a_toml_file_are_served_under_their_names(tmp_path: Path
 def test_two_workers_serve_requests(tmp_path: Path) -> None:
     server = start_server(tmp_path, args=("--workers", "2"))
     try:
-        with httpx.Client(base_url=server.api_url, timeout=120) as http:
+        with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=120) as http:
             replies = [
                 http.post(
                     "/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2, "temperature": 0}

@@ -35,7 +35,7 @@ def _wait_for_log(server: Server, needle: str, count: int, timeout: float = 10.0
 
 def test_streaming_disconnect_frees_the_engine(server: Server, client: openai.OpenAI) -> None:
     with (
-        httpx.Client(base_url=server.api_url, timeout=60) as http,
+        httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=60) as http,
         http.stream("POST", "/completions", json={**LONG, "stream": True}) as response,
     ):
         assert response.status_code == 200
@@ -56,7 +56,10 @@ def test_streaming_disconnect_frees_the_engine(server: Server, client: openai.Op
 
 def test_non_streaming_disconnect_frees_the_engine(server: Server, client: openai.OpenAI) -> None:
     cancelled_before = server.log().count("cancelled after")
-    with httpx.Client(base_url=server.api_url, timeout=2) as http, pytest.raises(httpx.ReadTimeout):
+    with (
+        httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=2) as http,
+        pytest.raises(httpx.ReadTimeout),
+    ):
         http.post("/completions", json=LONG)
 
     assert _quick_request_seconds(client) < FREED_WITHIN_S

@@ -1,4 +1,4 @@
-"""``manage.py welcome``: tell a new user where the API is and how to call it."""
+"""``manage.py welcome``: tell a new user where the API is, and give a key on the first run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+
+from openai_api.api_keys import api_key_create
+from openai_api.models import ApiKey
 
 
 class Command(BaseCommand):
@@ -18,15 +21,26 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         base_url = f"http://{host}:{port}/v1"
         model = settings.LLM_MODELS[0].name
+        if ApiKey.objects.exists():
+            key = "sk-..."
+            key_line = "  API key:         (exists; new one: .venv/bin/python manage.py create_api_key NAME)"
+        else:
+            _, key = api_key_create(name="first-run key")
+            key_line = f"  API key:         {key}   (shown once: only its hash is stored)"
         lines = [
             "",
             f"  OpenAI base URL: {base_url}",
+            key_line,
             f"  Models:          {', '.join(spec.name for spec in settings.LLM_MODELS)}",
+            "  Admin:           create a login with .venv/bin/python manage.py createsuperuser, then "
+            f"http://{host}:{port}/admin/",
             "",
             "  Try it (in another terminal):",
-            f"    curl {base_url}/chat/completions -H 'Content-Type: application/json' \\",
+            f"    curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' \\",
+            "      -H 'Content-Type: application/json' \\",
             f'      -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
-            f"    OPENAI_BASE_URL={base_url} .venv/bin/python examples/openai_streaming_example.py",
+            f"    OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key} \\",
+            "      .venv/bin/python examples/openai_streaming_example.py",
             "",
         ]
         self.stdout.write("\n".join(lines))

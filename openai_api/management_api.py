@@ -1,0 +1,181 @@
+"""The staff-only management JSON API (Django REST framework), under ``/api/``.
+
+``/api/keys/`` lists and creates keys (the full key is in the create response only),
+``/api/keys/{id}/revoke/`` revokes, ``/api/keys/{id}/usage/`` gives daily usage, and
+``/api/request-logs/`` pages through the log with filters. Staff users authenticate with
+their admin session or a DRF token; every error has the ``/v1`` shape
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from .api_keys import api_key_create, api_key_revoke
+from .models import ApiKey, RequestLog
+from .selectors import api_key_usage_daily
+
+
+class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    status = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = (
+            "id",
+            "name",
+            "owner",
+            "prefix",
+            "status",
+            "created",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "allowed_models",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrent_requests",
+            "notes",
+        )
+        read_only_fields = ("prefix", "created", "revoked_at", "last_used_at")
+
+    def validate_allowed_models(self, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+            raise serializers.ValidationError("Expected a list of model names.")
+        return value
+
+
+class RequestLogSerializer(serializers.ModelSerializer[RequestLog]):
+    class Meta:
+        model = RequestLog
+        exclude = ("id",)
+
+
+class ApiKeyViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet[ApiKey]
+):
+    queryset = ApiKey.objects.select_related("owner").order_by("-created")
+    serializer_class = ApiKeySerializer
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        api_key, full_key = api_key_create(**data)
+        return Response({**ApiKeySerializer(api_key).data, "key": full_key}, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        api_key = self.get_object()
+        api_key_revoke(api_key=api_key)
+        return Response(ApiKeySerializer(api_key).data)
+
+    @action(detail=True, methods=["get"])
+    def usage(self, request: Request, pk: str | None = None) -> Response:
+        days = _int_param(request, "days", default=30, maximum=366)
+        daily = api_key_usage_daily(api_key=self.get_object(), days=days)
+        return Response(
+            {
+                "object": "list",
+                "data": [
+                    {"date": d.day.isoformat(), "requests": d.requests, "tokens": d.tokens} for d in daily
+                ],
+            }
+        )
+
+
+class RequestLogViewSet(viewsets.ReadOnlyModelViewSet[RequestLog]):
+    """Filters: ``api_key`` (id), ``model``, ``status`` (code), ``since`` and ``until`` (date or datetime)."""
+
+    serializer_class = RequestLogSerializer
+    lookup_field = "request_id"
+
+    def get_queryset(self) -> QuerySet[RequestLog]:
+        params = self.request.query_params
+        queryset = RequestLog.objects.order_by("-created")
+        if "api_key" in params:
+            queryset = queryset.filter(api_key_id=_int_param(self.request, "api_key", default=0))
+        if "model" in params:
+            queryset = queryset.filter(model=params["model"])
+        if "status" in params:
+            queryset = queryset.filter(status_code=_int_param(self.request, "status", default=0, maximum=999))
+        if "since" in params:
+            queryset = queryset.filter(created__gte=_moment(params["since"], "since", end_of_day=False))
+        if "until" in params:
+            queryset = queryset.filter(created__lte=_moment(params["until"], "until", end_of_day=True))
+        return queryset
+
+
+class BadParam(exceptions.ValidationError):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__({param: [message]})
+
+
+def _int_param(request: Request, name: str, *, default: int, maximum: int = 2**31) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam(name, "Expected an integer.") from None
+    if not 0 <= value <= maximum:
+        raise BadParam(name, f"Expected an integer from 0 to {maximum}.")
+    return value
+
+
+def _moment(raw: str, name: str, *, end_of_day: bool) -> datetime:
+    moment = parse_datetime(raw)
+    if moment is None:
+        day = parse_date(raw)
+        if day is None:
+            raise BadParam(name, "Expected a date (2026-11-25) or an ISO 8601 date-time.")
+        moment = datetime.combine(day, time.max if end_of_day else time.min)
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+}
+
+
+def error_shape_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF errors in the same ``{"error": {...}}`` shape as ``/v1``."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    param, message = None, "Request failed."
+    detail = response.data
+    if isinstance(detail, dict) and "detail" in detail:
+        message = str(detail["detail"])
+    elif isinstance(detail, dict) and detail:
+        param = str(next(iter(detail)))
+        value = detail[param]
+        message = str(value[0] if isinstance(value, list) and value else value)
+        param = None if param == "non_field_errors" else param
+    elif isinstance(detail, list) and detail:
+        message = str(detail[0])
+    code = getattr(exc, "default_code", None)
+    response.data = {
+        "error": {
+            "message": message,
+            "type": _ERROR_TYPES.get(response.status_code, "api_error"),
+            "param": param,
+            "code": str(code) if code else None,
+        }
+    }
+    return response
