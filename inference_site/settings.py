@@ -12,21 +12,13 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import mixins, serializers, viewsets
 
 from llm_backend.specs import SpecError, build_specs
 
 from .env import Env
 
-# Lets admin, ORM and DRF generics be subscripted at run time, as their type stubs describe them.
-django_stubs_ext.monkeypatch(
-    extra_classes=[
-        serializers.ModelSerializer,
-        viewsets.GenericViewSet,
-        viewsets.ReadOnlyModelViewSet,
-        mixins.ListModelMixin,
-    ]
-)
+# Lets admin and ORM generics be subscripted at run time, as their type stubs describe them.
+django_stubs_ext.monkeypatch()
 
 env = Env(os.environ)
 

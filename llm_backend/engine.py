@@ -131,6 +131,7 @@ class LlamaEngine:
             frequency_penalty=sampling.frequency_penalty,
             reset=True,
         )
+        unreported = 0
         try:
             for token in tokens:
                 if cancelled.is_set():
@@ -141,9 +142,11 @@ class LlamaEngine:
                     finish = "stop"
                     break
                 produced += 1
+                unreported += 1
                 text, stopped = matcher.push(decoder.decode(llama.detokenize([token])))
                 if text:
-                    yield TextDelta(text)
+                    yield TextDelta(text, tokens=unreported)
+                    unreported = 0
                 if stopped:
                     finish = "stop"
                     break
@@ -155,7 +158,7 @@ class LlamaEngine:
             text, stopped = matcher.push(decoder.decode(b"", final=True))
             tail = text if stopped else text + matcher.flush()
             if tail:
-                yield TextDelta(tail)
+                yield TextDelta(tail, tokens=unreported)
         yield Finished(finish, Usage(prompt_tokens=len(prepared.tokens), completion_tokens=produced))
 
     def close(self) -> None:

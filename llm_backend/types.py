@@ -63,9 +63,14 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """New output text, already cut before any stop string and valid UTF-8."""
+    """New output text, already cut before any stop string and valid UTF-8.
+
+    ``tokens`` is how many generated tokens this text completes (text held back while it
+    might begin a stop string is released with the token that settles it).
+    """
 
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True, slots=True)

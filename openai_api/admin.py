@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
@@ -16,8 +17,32 @@ from .models import ApiKey, RequestLog
 from .selectors import api_key_usage_daily, api_keys_with_usage, request_log_totals
 
 
+class ApiKeyForm(forms.ModelForm[ApiKey]):
+    class Meta:
+        model = ApiKey
+        fields = (
+            "name",
+            "owner",
+            "expires_at",
+            "allowed_models",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "max_concurrent_requests",
+            "notes",
+        )
+
+    def clean_allowed_models(self) -> list[str]:
+        value = self.cleaned_data.get("allowed_models") or []
+        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+            raise forms.ValidationError(
+                'Enter a JSON list of model names, such as ["gemma-3-270m"], or leave empty.'
+            )
+        return value
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    form = ApiKeyForm
     list_display = (
         "name",
         "prefix",

@@ -17,13 +17,13 @@ def _bars(values: list[int], top: int, colour: str, label: str) -> SafeString:
     step = WIDTH / len(values)
     bars = format_html_join(
         "",
-        '<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}"><title>{}</title></rect>',
+        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
         (
             (
-                i * step + 1,
-                top + 18 + BAR_AREA - v / peak * BAR_AREA,
-                step - 2,
-                v / peak * BAR_AREA,
+                f"{i * step + 1:.1f}",
+                f"{top + 18 + BAR_AREA - v / peak * BAR_AREA:.1f}",
+                f"{step - 2:.1f}",
+                f"{v / peak * BAR_AREA:.1f}",
                 colour,
                 f"{v:,} {label}",
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 from typing import Any
 
+import django_stubs_ext
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -24,6 +25,15 @@ from rest_framework.views import exception_handler
 from .api_keys import api_key_create, api_key_revoke
 from .models import ApiKey, RequestLog
 from .selectors import api_key_usage_daily
+
+django_stubs_ext.monkeypatch(
+    extra_classes=[
+        serializers.ModelSerializer,
+        viewsets.GenericViewSet,
+        viewsets.ReadOnlyModelViewSet,
+        mixins.ListModelMixin,
+    ]
+)
 
 
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
@@ -135,12 +145,14 @@ def _int_param(request: Request, name: str, *, default: int, maximum: int = 2**3
 
 
 def _moment(raw: str, name: str, *, end_of_day: bool) -> datetime:
-    moment = parse_datetime(raw)
-    if moment is None:
+    """A date means its whole day (from its start for ``since``, to its end for ``until``)."""
+    try:
         day = parse_date(raw)
-        if day is None:
-            raise BadParam(name, "Expected a date (2026-11-25) or an ISO 8601 date-time.")
-        moment = datetime.combine(day, time.max if end_of_day else time.min)
+        moment = datetime.combine(day, time.max if end_of_day else time.min) if day else parse_datetime(raw)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise BadParam(name, "Expected a date (2026-11-25) or an ISO 8601 date-time.")
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)
 
 

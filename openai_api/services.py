@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from llm_backend.exceptions import EngineError, ModelNotFound
 from llm_backend.registry import get_registry
 from llm_backend.scheduler import GenerationStream
-from llm_backend.types import Finished, FinishReason, GenerationEvent, GenerationRequest, TextDelta, Usage
+from llm_backend.types import FinishReason, GenerationEvent, GenerationRequest, TextDelta, Usage
 
 from . import responses as wire
 from . import sse
@@ -61,6 +61,7 @@ async def generation_start(
         for stream in streams:
             stream.cancel()
         raise
+    record.prompt_tokens = sum(stream.prompt_tokens for stream in streams)
     meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=model)
     return StartedGeneration(streams=streams, first=first, meta=meta)
 
@@ -77,11 +78,25 @@ async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[i
             stream.cancel()
 
 
-def _account(record: RequestRecord, event: Finished) -> None:
-    record.prompt_tokens += event.usage.prompt_tokens
-    record.completion_tokens += event.usage.completion_tokens
-    record.cached_tokens += event.usage.cached_tokens
-    record.finish_reason = event.finish_reason
+class UsageMeter:
+    """Counts a request's tokens into its record as events arrive, so a request cut short by a
+    disconnect still records what it generated; a Finished event makes a choice's count exact."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.record = record
+        self.counted: dict[int, int] = {}
+
+    def observe(self, index: int, event: GenerationEvent) -> None:
+        record = self.record
+        record.mark_first_token()
+        if isinstance(event, TextDelta):
+            self.counted[index] = self.counted.get(index, 0) + event.tokens
+            record.completion_tokens += event.tokens
+            record.add_completion_text(event.text)
+        else:
+            record.completion_tokens += event.usage.completion_tokens - self.counted.get(index, 0)
+            record.cached_tokens += event.usage.cached_tokens
+            record.finish_reason = event.finish_reason
 
 
 def _usage(record: RequestRecord) -> Usage:
@@ -95,14 +110,13 @@ def _usage(record: RequestRecord) -> Usage:
 async def generation_collect(started: StartedGeneration, record: RequestRecord) -> list[CollectedChoice]:
     """Run the generation to its end and return each choice's text and finish reason."""
     choices = [CollectedChoice() for _ in started.streams]
+    meter = UsageMeter(record)
     async for index, event in generation_events(started):
-        record.mark_first_token()
+        meter.observe(index, event)
         if isinstance(event, TextDelta):
             choices[index].text.append(event.text)
-            record.add_completion_text(event.text)
         else:
             choices[index].finish_reason = event.finish_reason
-            _account(record, event)
     return choices
 
 
@@ -188,6 +202,7 @@ async def generation_stream(
     """
     meta = started.meta
     opened: set[int] = set()
+    meter = UsageMeter(record)
     completed = False
     try:
         try:
@@ -197,12 +212,10 @@ async def generation_stream(
                     opening = style.opening(meta, index)
                     if opening is not None:
                         yield sse.event(wire.dump(opening))
-                record.mark_first_token()
+                meter.observe(index, event)
                 if isinstance(event, TextDelta):
-                    record.add_completion_text(event.text)
                     yield sse.event(wire.dump(style.delta(meta, index, event.text)))
                 else:
-                    _account(record, event)
                     yield sse.event(wire.dump(style.finish(meta, index, event.finish_reason)))
             if include_usage:
                 yield sse.event(wire.dump(style.usage(meta, _usage(record))))

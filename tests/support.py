@@ -52,9 +52,16 @@ class Server:
     environment: dict[str, str]
     api_key: str
 
-    def manage(self, *args: str) -> str:
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
         """Run ``manage.py`` against this server's database; return its standard output."""
-        return manage(self.environment, *args)
+        return manage({**self.environment, **(env or {})}, *args)
+
+    def new_key(self, *options: str) -> str:
+        return self.manage("create_api_key", "test", *options).strip().splitlines()[-1]
+
+    @property
+    def database(self) -> Path:
+        return self.var_dir / "db.sqlite3"
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.api_key}"}
