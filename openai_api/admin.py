@@ -6,10 +6,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from .api_keys import api_key_assign_new_secret, api_key_restore, api_key_revoke
 from .charts import usage_chart_svg
@@ -40,6 +41,25 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
         return value
 
 
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("revoked", "revoked"), ("expired", "expired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == "active":
+            return queryset.filter(unexpired, revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     form = ApiKeyForm
@@ -55,7 +75,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         "tokens_30d",
         "created",
     )
-    list_filter = ("revoked_at", "owner")
+    list_filter = (StatusFilter, "owner")
     search_fields = ("name", "prefix", "notes")
     readonly_fields = ("prefix", "status_label", "created", "last_used_at", "revoked_at")
     fields = (

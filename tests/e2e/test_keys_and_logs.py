@@ -66,6 +66,14 @@ def test_keys_from_the_command_and_the_management_api_both_work(
         reply = _client(server, key).chat.completions.create(**CHAT, max_tokens=2)  # type: ignore[call-overload]
         assert reply.choices[0].finish_reason in ("stop", "length")
 
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listed = staff_api.get(f"/keys/{created.json()['id']}/").json()
+        if listed["last_used_at"]:
+            break
+        time.sleep(0.1)
+    assert listed["last_used_at"] is not None
+
 
 @pytest.mark.parametrize(
     "header",

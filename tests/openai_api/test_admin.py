@@ -140,3 +140,18 @@ def test_request_log_is_read_only(staff_client: Client, key_with_logs: tuple[Api
     staff_client.post(reverse("admin:openai_api_requestlog_change", args=[log.pk]), {"model": "changed"})
     log.refresh_from_db()
     assert log.model != "changed"
+
+
+def test_key_list_filters_by_status(staff_client: Client, key_with_logs: tuple[ApiKey, str]) -> None:
+    from openai_api.api_keys import api_key_create, api_key_revoke
+
+    revoked, _ = api_key_create(name="old")
+    api_key_revoke(api_key=revoked)
+    url = reverse("admin:openai_api_apikey_changelist")
+
+    def names(status: str) -> list[str]:
+        return [k.name for k in staff_client.get(f"{url}?status={status}").context["cl"].result_list]
+
+    assert names("active") == ["analytics"]
+    assert names("revoked") == ["old"]
+    assert names("expired") == []
