@@ -15,6 +15,10 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	PYTHON=$(PYTHON) scripts/bootstrap.sh dev
 	touch $@
 
+# The first-run command is for one machine: DEBUG on (a generated SECRET_KEY kept in var/)
+# unless the environment says otherwise. `make serve` alone uses the environment as it is.
+run: export DEBUG ?= true
+
 setup: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py prepare_models
@@ -23,6 +27,7 @@ run: setup serve
 
 serve:
 	$(PY) manage.py welcome --host $(HOST) --port $(PORT)
+	$(PY) manage.py clear_metrics
 	$(VENV)/bin/uvicorn inference_site.asgi:application --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev
@@ -30,14 +35,15 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.dev
-	$(VENV)/bin/mypy inference_site openai_api llm_backend bench examples manage.py
+	SECRET_KEY=typecheck-only $(VENV)/bin/mypy inference_site openai_api llm_backend bench examples manage.py
 
-test: $(VENV)/.dev setup
+test: $(VENV)/.dev
+	scripts/services.sh
 	scripts/run_tests.sh
 
 check: lint typecheck test
 
-bench: $(VENV)/.dev setup
+bench: $(VENV)/.dev
 	$(PY) bench/load.py
 
 clean:

@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inference_site.settings")
 django_application = get_asgi_application()
 
 from llm_backend.registry import get_registry  # noqa: E402  (needs configured settings)
+from openai_api.metrics import mark_this_process_dead  # noqa: E402
 from openai_api.request_log_writer import request_log_writer  # noqa: E402
 
 from .lifespan import LifespanMiddleware  # noqa: E402
@@ -17,6 +18,7 @@ def shutdown() -> None:
     """Stop the engines, then write every request-log row still queued."""
     get_registry().close()
     request_log_writer.close()
+    mark_this_process_dead()
 
 
 application = LifespanMiddleware(django_application, startup=get_registry().load, shutdown=shutdown)

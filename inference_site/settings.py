@@ -29,10 +29,16 @@ DEBUG = env.boolean("DEBUG", False)
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in VAR_DIR."""
+    """SECRET_KEY from the environment; with DEBUG on, one generated once into VAR_DIR."""
     configured = env.string("SECRET_KEY")
     if configured:
         return configured
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. Generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'` and export it as SECRET_KEY "
+            "(or set DEBUG=true on a development machine)."
+        )
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -89,7 +95,9 @@ ASGI_APPLICATION = "inference_site.asgi.application"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env.string("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}", conn_max_age=0
+        env.string("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
+        conn_max_age=env.integer("DB_CONN_MAX_AGE", 60, minimum=0) or 0,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -135,6 +143,14 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Redis for state shared by every worker and machine (rate-limit counters); None = in-process.
+REDIS_URL = env.string("REDIS_URL")
+
+# Prometheus metrics shared by the uvicorn workers of one server: one folder, cleared at start.
+PROMETHEUS_MULTIPROC_DIR = env.path("PROMETHEUS_MULTIPROC_DIR", VAR_DIR / "prometheus")
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+
 # Keep prompt and completion text in the request log (off: only counts and timings are kept).
 REQUEST_LOG_TEXT = env.boolean("REQUEST_LOG_TEXT", False)
 
@@ -153,11 +169,17 @@ except SpecError as exc:
     raise ImproperlyConfigured(str(exc)) from exc
 
 LOG_LEVEL = (env.string("LOG_LEVEL") or "INFO").upper()
+LOG_FORMAT = env.string("LOG_FORMAT") or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "inference_site.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.request": {"level": "ERROR"}},
 }

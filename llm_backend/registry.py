@@ -44,6 +44,14 @@ class ModelRegistry:
     def specs(self) -> list[ModelSpec]:
         return list(self._specs)
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per loaded model: slots busy, queue depth and tokens generated so far."""
+        return {name: scheduler.stats() for name, scheduler in list(self._schedulers.items())}
+
     def prepare_files(self, progress: Progress | None = None) -> list[Path]:
         """Make sure every model file exists (assembling the built-in one); load nothing."""
         return [resolve_model_path(spec, self._model_dir, progress) for spec in self._specs]

@@ -97,11 +97,26 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
         self._thread.start()
 
-    async def submit(self, request: GenerationRequest) -> GenerationStream:
-        """Prepare and enqueue ``request``; raise EngineError subclasses for refusals."""
+    async def prepare(self, request: GenerationRequest) -> PreparedPrompt:
+        """Template and tokenize ``request`` off the event loop; ContextLengthExceeded if it cannot fit."""
         if self._stopped:
             raise EngineUnavailable(f"The model '{self.name}' is shutting down.")
-        prepared = await asyncio.to_thread(self.engine.prepare, request)
+        return await asyncio.to_thread(self.engine.prepare, request)
+
+    def max_new_tokens(self, request: GenerationRequest, prepared: PreparedPrompt) -> int:
+        """The most tokens ``request`` can generate: its max_tokens, or what the context leaves."""
+        room = self.engine.n_ctx - len(prepared.tokens)
+        asked = request.sampling.max_tokens
+        return room if asked is None else min(asked, room)
+
+    async def submit(
+        self, request: GenerationRequest, prepared: PreparedPrompt | None = None
+    ) -> GenerationStream:
+        """Queue ``request`` (preparing it first unless given); EngineError subclasses for refusals."""
+        if prepared is None:
+            prepared = await self.prepare(request)
+        if self._stopped:
+            raise EngineUnavailable(f"The model '{self.name}' is shutting down.")
         job = _Job(request=request, prepared=prepared, loop=asyncio.get_running_loop())
         try:
             self._jobs.put_nowait(job)

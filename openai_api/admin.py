@@ -29,6 +29,7 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
             "requests_per_minute",
             "tokens_per_minute",
             "max_concurrent_requests",
+            "monthly_token_budget",
             "notes",
         )
 
@@ -89,6 +90,7 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         "requests_per_minute",
         "tokens_per_minute",
         "max_concurrent_requests",
+        "monthly_token_budget",
         "notes",
         "created",
         "last_used_at",

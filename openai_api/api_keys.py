@@ -21,6 +21,7 @@ def api_key_create(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     max_concurrent_requests: int | None = None,
+    monthly_token_budget: int | None = None,
     notes: str = "",
 ) -> tuple[ApiKey, str]:
     """Store a new key's hash and return ``(api_key, full_key)``; show the full key once."""
@@ -35,6 +36,7 @@ def api_key_create(
         requests_per_minute=requests_per_minute,
         tokens_per_minute=tokens_per_minute,
         max_concurrent_requests=max_concurrent_requests,
+        monthly_token_budget=monthly_token_budget,
         notes=notes,
     )
     return api_key, full_key

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import BaseModel, ValidationError
@@ -30,6 +31,7 @@ from .errors import (
     method_not_allowed,
     server_error,
 )
+from .rate_limits import rate_limiter
 from .request_log_writer import request_log_writer
 from .request_record import RequestRecord
 
@@ -61,6 +63,7 @@ def api_endpoint(
                 api_key = await api_key_authenticate(request)
                 record.api_key_id = api_key.pk
                 request_log_writer.touch(api_key.pk)
+                record.admission = await rate_limiter().admit(api_key, record.request_id)
                 if request.method not in methods:
                     raise method_not_allowed(request.method or "", list(methods))
                 response = await view(request, record, api_key, **kwargs)
@@ -75,6 +78,9 @@ def api_endpoint(
                 record.fail(status=error.status, error_type=error.type, error_code=error.code)
                 response = error_response(error)
             response["x-request-id"] = record.request_id
+            if record.admission is not None:
+                for name, value in record.admission.headers().items():
+                    response.setdefault(name, value)
             if not response.streaming:
                 record.finish()
             return response
@@ -91,6 +97,15 @@ def _as_api_error(exc: Exception, record: RequestRecord, prompt_param: str) -> A
         return from_engine_error(exc, prompt_param=prompt_param)
     if isinstance(exc, RequestDataTooBig):
         return ApiError(413, "The request body is too large.", code="request_too_large")
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database unavailable in %s: %s", record.request_id, exc)
+        return ApiError(
+            503,
+            "The server's database is unavailable. Please retry shortly.",
+            type="server_error",
+            code="database_unavailable",
+            headers={"Retry-After": "5"},
+        )
     logger.exception("unhandled error in %s", record.request_id)
     return server_error()
 

@@ -55,6 +55,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "requests_per_minute",
             "tokens_per_minute",
             "max_concurrent_requests",
+            "monthly_token_budget",
             "notes",
         )
         read_only_fields = ("prefix", "created", "revoked_at", "last_used_at")

@@ -30,6 +30,11 @@ class ApiKey(models.Model):
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     max_concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    monthly_token_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens per calendar month (UTC); over it requests get 429 insufficient_quota.",
+    )
     notes = models.TextField(blank=True)
 
     class Meta:

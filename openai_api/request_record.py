@@ -18,7 +18,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import metrics
 from .models import RequestLog
+from .rate_limits import Admission, rate_limiter
 from .request_log_writer import request_log_writer
 
 logger = logging.getLogger("openai_api.access")
@@ -46,6 +48,7 @@ class RequestRecord:
     cached_tokens: int = 0
     disconnected: bool = False
     api_key_id: int | None = None
+    admission: Admission | None = None
     prompt_text: str = ""
     completion_parts: list[str] = field(default_factory=list)
     created: datetime = field(default_factory=timezone.now)
@@ -141,5 +144,16 @@ class RequestRecord:
             "-" if self.ttft_ms is None else f"{self.ttft_ms:.0f}",
             self.duration_ms or 0.0,
             " disconnected" if self.disconnected else "",
+        )
+        rate_limiter().settle_soon(self.admission, self.prompt_tokens + self.completion_tokens)
+        metrics.observe_request(
+            endpoint=self.endpoint if self.status != 404 else "(unknown)",
+            model=self.model,
+            status=self.status or 0,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_s=None if self.ttft_ms is None else self.ttft_ms / 1000,
+            duration_s=(self.duration_ms or 0.0) / 1000,
+            disconnected=self.disconnected,
         )
         request_log_writer.submit(self.to_row())

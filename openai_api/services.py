@@ -23,6 +23,7 @@ from . import responses as wire
 from . import sse
 from .errors import from_engine_error
 from .models import ApiKey
+from .rate_limits import rate_limiter
 from .request_record import RequestRecord
 
 
@@ -52,10 +53,15 @@ async def generation_start(
     if not api_key.allows_model(model):
         raise ModelNotFound(model)
     scheduler = await asyncio.to_thread(get_registry().get, model)
+    prepared = [await scheduler.prepare(request) for request in requests]
+    reserve = sum(
+        len(p.tokens) + scheduler.max_new_tokens(r, p) for r, p in zip(requests, prepared, strict=True)
+    )
+    await rate_limiter().reserve(record.admission, reserve)
     streams: list[GenerationStream] = []
     try:
-        for request in requests:
-            streams.append(await scheduler.submit(request))
+        for request, prompt in zip(requests, prepared, strict=True):
+            streams.append(await scheduler.submit(request, prompt))
         first = await anext(streams[0])
     except BaseException:
         for stream in streams:

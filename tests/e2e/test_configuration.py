@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,20 @@ def test_invalid_setting_fails_with_a_sentence_naming_it(tmp_path: Path) -> None
     output = _run_uvicorn_expecting_failure(tmp_path, {"LLM_N_CTX": "lots"})
 
     assert "LLM_N_CTX must be an integer" in output
+
+
+def test_settings_refuse_to_start_without_secret_key_when_debug_is_off(tmp_path: Path) -> None:
+    output = _run_uvicorn_expecting_failure(tmp_path, {"SECRET_KEY": "", "DEBUG": "false"})
+
+    assert "SECRET_KEY must be set when DEBUG is off" in output
+
+
+def test_json_logs_when_asked(tmp_path: Path) -> None:
+    server = start_server(tmp_path, env={"LOG_FORMAT": "json"})
+    try:
+        httpx.get(server.api_url + "/models", headers=server.auth())
+    finally:
+        stop_server(server)
+
+    access = [line for line in server.log().splitlines() if '"logger": "openai_api.access"' in line]
+    assert access and json.loads(access[0])["message"].startswith("req-")

@@ -23,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--rpm", type=int, help="requests per minute")
         parser.add_argument("--tpm", type=int, help="tokens per minute")
         parser.add_argument("--concurrency", type=int, help="concurrent requests")
+        parser.add_argument("--monthly-tokens", type=int, help="token budget per calendar month (UTC)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         expires_in = options["expires_in"]
@@ -33,6 +34,7 @@ class Command(BaseCommand):
             requests_per_minute=options["rpm"],
             tokens_per_minute=options["tpm"],
             max_concurrent_requests=options["concurrency"],
+            monthly_token_budget=options["monthly_tokens"],
         )
         self.stderr.write(
             f"Created API key {api_key.name!r} ({api_key.prefix}), id {api_key.pk}. Store it now:"
