@@ -42,6 +42,11 @@ QUEUE_DEPTH = Gauge(
 BUSY_SLOTS = Gauge("llm_busy_slots", "Generations running per model.", ["model"], multiprocess_mode="livesum")
 
 
+API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+for _endpoint in API_ENDPOINTS:
+    DISCONNECTS.labels(_endpoint)
+
+
 def observe_request(
     *,
     endpoint: str,

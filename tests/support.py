@@ -78,8 +78,9 @@ class Server:
 
 def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
     """Migrate a fresh database in ``var_dir`` and start uvicorn on a free loopback port."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     environment = {
-        **os.environ,
+        **inherited,
         "VAR_DIR": str(var_dir),
         "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
         "PYTHONUNBUFFERED": "1",

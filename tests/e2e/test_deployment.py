@@ -173,6 +173,8 @@ def test_metrics_expose_tokens_latency_and_engine_gauges(cluster: Server) -> Non
         assert name in families, name
     prompt_tokens = sum(s.value for s in families["llm_prompt_tokens"].samples if s.name.endswith("_total"))
     assert prompt_tokens > 0
+    disconnect_endpoints = {s.labels["endpoint"] for s in families["llm_client_disconnects"].samples}
+    assert {"/v1/chat/completions", "/v1/completions"} <= disconnect_endpoints
 
 
 def test_health_and_ready_need_no_key(cluster: Server) -> None:
