@@ -56,3 +56,15 @@ class ChatTemplateMissing(EngineError):
             f"The model '{model}' has no chat template; configure chat_format or chat_template "
             "for it, or use /v1/completions."
         )
+
+
+class InvalidConstraint(EngineError):
+    """A JSON Schema (or grammar) that cannot be turned into a valid grammar."""
+
+
+class InvalidTokens(EngineError):
+    """Token ids outside the vocabulary, in the prompt or in ``logit_bias`` (``param`` says which)."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param

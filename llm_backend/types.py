@@ -21,11 +21,20 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonConstraint:
+    """Output must be JSON: any object (``schema`` None) or valid for a JSON Schema (its text)."""
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     """How to pick tokens and when to stop.
 
     ``max_tokens`` None means "until the context is full". ``temperature`` 0 is greedy.
-    ``seed`` None draws a fresh random seed per request.
+    ``seed`` None draws a fresh random seed per request. ``logit_bias`` adds to token
+    logits (-100 bans, +100 forces). ``logprobs`` None gives none; k gives the chosen token's
+    logprob and the k most likely alternatives at each step.
     """
 
     max_tokens: int | None = None
@@ -38,14 +47,18 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    constraint: JsonConstraint | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One generation: a raw prompt (``str``) or chat messages to template, on one model."""
+    """One generation on one model: a raw prompt (text or token ids) or chat messages to template."""
 
     model: str
-    prompt: str | tuple[ChatMessage, ...]
+    prompt: str | tuple[int, ...] | tuple[ChatMessage, ...]
     sampling: SamplingParams
     request_id: str
 
@@ -62,6 +75,16 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token under the model's distribution (before sampling transforms)."""
+
+    token: str
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[str, bytes, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """New output text, already cut before any stop string and valid UTF-8.
 
@@ -71,6 +94,15 @@ class TextDelta:
 
     text: str
     tokens: int = 1
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLogprobs:
+    """Sent first when ``prompt_logprobs`` is asked: each prompt token, the first without a logprob."""
+
+    tokens: tuple[TokenLogprob | None, ...]
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +111,4 @@ class Finished:
     usage: Usage
 
 
-GenerationEvent = TextDelta | Finished
+GenerationEvent = TextDelta | Finished | PromptLogprobs

@@ -70,6 +70,10 @@ def from_engine_error(exc: engine.EngineError, *, prompt_param: str = "messages"
     if isinstance(exc, engine.ContextLengthExceeded):
         param = "max_tokens" if exc.max_tokens and exc.prompt_tokens < exc.n_ctx else prompt_param
         return invalid_request(str(exc), param=param, code="context_length_exceeded")
+    if isinstance(exc, engine.InvalidTokens):
+        return invalid_request(str(exc), param=exc.param, code="invalid_token_id")
+    if isinstance(exc, engine.InvalidConstraint):
+        return invalid_request(str(exc), param="response_format", code="invalid_schema")
     if isinstance(exc, engine.ChatTemplateMissing):
         return invalid_request(str(exc), param="model", code="chat_template_missing")
     if isinstance(exc, engine.EngineOverloaded):

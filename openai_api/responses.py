@@ -7,11 +7,14 @@ builder below sets every field OpenAI's schema requires.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
-from llm_backend.types import FinishReason, Usage
+from llm_backend.types import TokenLogprob, Usage
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class PromptTokensDetails(BaseModel):
@@ -30,16 +33,58 @@ class UsageOut(BaseModel):
     completion_tokens_details: CompletionTokensDetails | None = None
 
 
+class TopLogprobOut(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprobOut(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprobOut]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut] | None
+    refusal: None
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: FunctionCallOut
+
+
+class FunctionDeltaOut(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDeltaOut(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDeltaOut | None = None
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str | None
     refusal: None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None
+    logprobs: ChoiceLogprobs | None
     finish_reason: FinishReason
 
 
@@ -55,12 +100,13 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDeltaOut] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None
+    logprobs: ChoiceLogprobs | None
     finish_reason: FinishReason | None
 
 
@@ -73,10 +119,17 @@ class ChatCompletionChunk(BaseModel):
     usage: UsageOut | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
 
 
@@ -128,12 +181,38 @@ def chat_chunk(
 
 
 def chat_chunk_choice(
-    index: int, *, role: bool = False, content: str | None = None, finish_reason: FinishReason | None = None
+    index: int,
+    *,
+    role: bool = False,
+    content: str | None = None,
+    tool_calls: list[ToolCallDeltaOut] | None = None,
+    logprobs: ChoiceLogprobs | None = None,
+    finish_reason: FinishReason | None = None,
 ) -> ChatChunkChoice:
     delta = ChatDelta(role="assistant", content="") if role else ChatDelta()
     if content is not None:
         delta.content = content
-    return ChatChunkChoice(index=index, delta=delta, logprobs=None, finish_reason=finish_reason)
+    if tool_calls is not None:
+        delta.tool_calls = tool_calls
+    return ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
+
+
+def token_logprobs_out(entries: Sequence[TokenLogprob]) -> list[TokenLogprobOut]:
+    return [
+        TokenLogprobOut(
+            token=e.token,
+            logprob=e.logprob,
+            bytes=list(e.piece),
+            top_logprobs=[TopLogprobOut(token=t, logprob=lp, bytes=list(b)) for t, b, lp in e.top],
+        )
+        for e in entries
+    ]
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | None:
+    if entries is None:
+        return None
+    return ChoiceLogprobs(content=token_logprobs_out(entries), refusal=None)
 
 
 def completion_chunk(

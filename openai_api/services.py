@@ -1,8 +1,9 @@
-"""The generation use cases behind the views: start, stream, collect; and the model list.
+"""The generation core behind both endpoints: start, events, token accounting; and models.
 
-One generation path (ARCHITECTURE rule 6): :func:`generation_start` submits the request and
-awaits its first engine event, so every error with a status is raised before a response
-exists; streaming renders the event stream as chunks, non-streaming collects the same events.
+One generation path (ARCHITECTURE rule 6): :func:`generation_start` prepares and submits every
+choice and awaits the first engine event, so every error with a status is raised before a
+response exists; streaming renders the event stream as chunks, non-streaming collects the
+same events (``chat_completions.py`` and ``completions.py`` do each endpoint's rendering).
 """
 
 from __future__ import annotations
@@ -12,16 +13,25 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from pydantic import BaseModel
 
 from llm_backend.exceptions import EngineError, ModelNotFound
 from llm_backend.registry import get_registry
-from llm_backend.scheduler import GenerationStream
-from llm_backend.types import FinishReason, GenerationEvent, GenerationRequest, TextDelta, Usage
+from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.types import (
+    Finished,
+    GenerationEvent,
+    GenerationRequest,
+    PromptLogprobs,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 
 from . import responses as wire
 from . import sse
-from .errors import from_engine_error
+from .errors import from_engine_error, invalid_request
 from .models import ApiKey
 from .rate_limits import rate_limiter
 from .request_record import RequestRecord
@@ -29,7 +39,7 @@ from .request_record import RequestRecord
 
 @dataclass
 class StartedGeneration:
-    """Submitted streams (one per prompt), with the first event of the first already received."""
+    """Submitted streams (one per choice), with the first event of the first already received."""
 
     streams: list[GenerationStream]
     first: GenerationEvent
@@ -39,21 +49,35 @@ class StartedGeneration:
 @dataclass
 class CollectedChoice:
     text: list[str] = field(default_factory=list)
-    finish_reason: FinishReason = "length"
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: PromptLogprobs | None = None
+    finish_reason: str = "length"
+
+    @property
+    def joined(self) -> str:
+        return "".join(self.text)
+
+
+async def model_scheduler(model: str, api_key: ApiKey) -> Scheduler:
+    """The scheduler for ``model``; ModelNotFound also when ``api_key`` may not use it."""
+    if not api_key.allows_model(model):
+        raise ModelNotFound(model)
+    return await asyncio.to_thread(get_registry().get, model)
 
 
 async def generation_start(
-    *, requests: list[GenerationRequest], record: RequestRecord, api_key: ApiKey
+    *, requests: list[GenerationRequest], record: RequestRecord, api_key: ApiKey, prompt_param: str
 ) -> StartedGeneration:
-    """Submit every prompt, then await the first event; raise EngineError for any refusal.
+    """Prepare every choice, reserve its tokens, submit, and await the first event.
 
-    A model the key may not use is reported exactly like a model that does not exist.
+    Raises EngineError subclasses and ApiErrors (caps, rate limits) before anything is sent.
     """
     model = requests[0].model
-    if not api_key.allows_model(model):
-        raise ModelNotFound(model)
-    scheduler = await asyncio.to_thread(get_registry().get, model)
+    scheduler = await model_scheduler(model, api_key)
     prepared = [await scheduler.prepare(request) for request in requests]
+    cap = settings.API_MAX_PROMPT_TOKENS
+    if cap and any(len(p.tokens) > cap for p in prepared):
+        raise invalid_request(f"Prompts may be at most {cap} tokens on this server.", param=prompt_param)
     reserve = sum(
         len(p.tokens) + scheduler.max_new_tokens(r, p) for r, p in zip(requests, prepared, strict=True)
     )
@@ -67,7 +91,7 @@ async def generation_start(
         for stream in streams:
             stream.cancel()
         raise
-    record.prompt_tokens = sum(stream.prompt_tokens for stream in streams)
+    record.prompt_tokens = sum(len(p.tokens) for p in prepared)
     meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=model)
     return StartedGeneration(streams=streams, first=first, meta=meta)
 
@@ -94,6 +118,8 @@ class UsageMeter:
 
     def observe(self, index: int, event: GenerationEvent) -> None:
         record = self.record
+        if isinstance(event, PromptLogprobs):
+            return
         record.mark_first_token()
         if isinstance(event, TextDelta):
             self.counted[index] = self.counted.get(index, 0) + event.tokens
@@ -104,138 +130,29 @@ class UsageMeter:
             record.cached_tokens += event.usage.cached_tokens
             record.finish_reason = event.finish_reason
 
+    def usage(self) -> Usage:
+        record = self.record
+        return Usage(
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cached_tokens=record.cached_tokens,
+        )
 
-def _usage(record: RequestRecord) -> Usage:
-    return Usage(
-        prompt_tokens=record.prompt_tokens,
-        completion_tokens=record.completion_tokens,
-        cached_tokens=record.cached_tokens,
-    )
 
-
-async def generation_collect(started: StartedGeneration, record: RequestRecord) -> list[CollectedChoice]:
-    """Run the generation to its end and return each choice's text and finish reason."""
+async def generation_collect(started: StartedGeneration, meter: UsageMeter) -> list[CollectedChoice]:
+    """Run the generation to its end: each choice's text, logprobs and finish reason."""
     choices = [CollectedChoice() for _ in started.streams]
-    meter = UsageMeter(record)
     async for index, event in generation_events(started):
         meter.observe(index, event)
+        choice = choices[index]
         if isinstance(event, TextDelta):
-            choices[index].text.append(event.text)
-        else:
-            choices[index].finish_reason = event.finish_reason
+            choice.text.append(event.text)
+            choice.logprobs.extend(event.logprobs)
+        elif isinstance(event, PromptLogprobs):
+            choice.prompt_logprobs = event
+        elif isinstance(event, Finished):
+            choice.finish_reason = event.finish_reason
     return choices
-
-
-async def chat_completion_create(started: StartedGeneration, record: RequestRecord) -> wire.ChatCompletion:
-    choices = await generation_collect(started, record)
-    meta = started.meta
-    return wire.ChatCompletion(
-        id=meta.id,
-        object="chat.completion",
-        created=meta.created,
-        model=meta.model,
-        choices=[
-            wire.ChatChoice(
-                index=i,
-                message=wire.AssistantMessage(role="assistant", content="".join(c.text), refusal=None),
-                logprobs=None,
-                finish_reason=c.finish_reason,
-            )
-            for i, c in enumerate(choices)
-        ],
-        usage=wire.usage_out(_usage(record)),
-    )
-
-
-async def completion_create(started: StartedGeneration, record: RequestRecord) -> wire.Completion:
-    choices = await generation_collect(started, record)
-    meta = started.meta
-    return wire.Completion(
-        id=meta.id,
-        object="text_completion",
-        created=meta.created,
-        model=meta.model,
-        choices=[
-            wire.CompletionChoice(index=i, text="".join(c.text), logprobs=None, finish_reason=c.finish_reason)
-            for i, c in enumerate(choices)
-        ],
-        usage=wire.usage_out(_usage(record)),
-    )
-
-
-@dataclass(frozen=True)
-class ChunkStyle:
-    """How one endpoint renders stream chunks: an opening per choice, deltas, finishes, usage."""
-
-    opening: Callable[[wire.ResponseMeta, int], BaseModel | None]
-    delta: Callable[[wire.ResponseMeta, int, str], BaseModel]
-    finish: Callable[[wire.ResponseMeta, int, FinishReason], BaseModel]
-    usage: Callable[[wire.ResponseMeta, Usage], BaseModel]
-
-
-def chat_chunk_style(include_usage: bool) -> ChunkStyle:
-    def chunk(meta: wire.ResponseMeta, choice: wire.ChatChunkChoice) -> BaseModel:
-        return wire.chat_chunk(meta, [choice], include_usage=include_usage)
-
-    return ChunkStyle(
-        opening=lambda meta, i: chunk(meta, wire.chat_chunk_choice(i, role=True)),
-        delta=lambda meta, i, text: chunk(meta, wire.chat_chunk_choice(i, content=text)),
-        finish=lambda meta, i, reason: chunk(meta, wire.chat_chunk_choice(i, finish_reason=reason)),
-        usage=lambda meta, usage: wire.chat_chunk(meta, [], include_usage=True, usage=usage),
-    )
-
-
-def completion_chunk_style(include_usage: bool) -> ChunkStyle:
-    def chunk(meta: wire.ResponseMeta, i: int, text: str, reason: FinishReason | None) -> BaseModel:
-        choice = wire.CompletionChoice(index=i, text=text, logprobs=None, finish_reason=reason)
-        return wire.completion_chunk(meta, [choice], include_usage=include_usage)
-
-    return ChunkStyle(
-        opening=lambda meta, i: None,
-        delta=lambda meta, i, text: chunk(meta, i, text, None),
-        finish=lambda meta, i, reason: chunk(meta, i, "", reason),
-        usage=lambda meta, usage: wire.completion_chunk(meta, [], include_usage=True, usage=usage),
-    )
-
-
-async def generation_stream(
-    started: StartedGeneration, record: RequestRecord, style: ChunkStyle, *, include_usage: bool
-) -> AsyncIterator[bytes]:
-    """SSE bytes for a started generation; closes ``record`` however the stream ends.
-
-    An engine failure after the first byte becomes a ``data: {"error": ...}`` event, then
-    ``[DONE]``; a client disconnect cancels the generation and marks the record.
-    """
-    meta = started.meta
-    opened: set[int] = set()
-    meter = UsageMeter(record)
-    completed = False
-    try:
-        try:
-            async for index, event in generation_events(started):
-                if index not in opened:
-                    opened.add(index)
-                    opening = style.opening(meta, index)
-                    if opening is not None:
-                        yield sse.event(wire.dump(opening))
-                meter.observe(index, event)
-                if isinstance(event, TextDelta):
-                    yield sse.event(wire.dump(style.delta(meta, index, event.text)))
-                else:
-                    yield sse.event(wire.dump(style.finish(meta, index, event.finish_reason)))
-            if include_usage:
-                yield sse.event(wire.dump(style.usage(meta, _usage(record))))
-            record.status = 200
-        except EngineError as exc:
-            error = from_engine_error(exc)
-            record.fail(status=error.status, error_type=error.type, error_code=error.code)
-            yield sse.event(sse.json_bytes(error.body()))
-        yield sse.DONE
-        completed = True
-    finally:
-        if not completed:
-            record.disconnected = True
-        record.finish()
 
 
 async def model_cards(*, api_key: ApiKey) -> wire.ModelList:
@@ -257,3 +174,40 @@ async def model_card(model_id: str, *, api_key: ApiKey) -> wire.ModelCard:
         raise ModelNotFound(model_id)
     info = await asyncio.to_thread(get_registry().info, model_id)
     return wire.ModelCard(id=info.name, object="model", created=info.created, owned_by=info.owned_by)
+
+
+ChunkRenderer = Callable[[int, GenerationEvent], list[BaseModel]]
+
+
+async def sse_stream(
+    started: StartedGeneration,
+    meter: UsageMeter,
+    render: ChunkRenderer,
+    usage_chunk: Callable[[Usage], BaseModel] | None,
+) -> AsyncIterator[bytes]:
+    """SSE bytes for a started generation; closes the request record however the stream ends.
+
+    An engine failure after the first byte becomes a ``data: {"error": ...}`` event, then
+    ``[DONE]``; a client disconnect cancels the generation and marks the record.
+    """
+    record = meter.record
+    completed = False
+    try:
+        try:
+            async for index, event in generation_events(started):
+                meter.observe(index, event)
+                for chunk in render(index, event):
+                    yield sse.event(wire.dump(chunk))
+            if usage_chunk is not None:
+                yield sse.event(wire.dump(usage_chunk(meter.usage())))
+            record.status = 200
+        except EngineError as exc:
+            error = from_engine_error(exc)
+            record.fail(status=error.status, error_type=error.type, error_code=error.code)
+            yield sse.event(sse.json_bytes(error.body()))
+        yield sse.DONE
+        completed = True
+    finally:
+        if not completed:
+            record.disconnected = True
+        record.finish()

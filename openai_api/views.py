@@ -1,10 +1,12 @@
-"""The ``/v1`` views: authenticate, parse, call one service, render. Nothing else."""
+"""The ``/v1`` views: authenticate, parse, call the services, render. Nothing else."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponseBase
 
 from . import services, sse
+from .chat_completions import chat_completion_create, chat_completion_stream, chat_requests
+from .completions import completion_create, completion_plan, completion_stream
 from .endpoints import api_endpoint, json_response, parse_body
 from .errors import not_found
 from .models import ApiKey
@@ -20,14 +22,15 @@ async def chat_completions(request: HttpRequest, record: RequestRecord, api_key:
         record.prompt_text = body.model_dump_json(include={"messages"})
     body.refuse_unsupported()
     started = await services.generation_start(
-        requests=body.to_generation_requests(record.request_id), record=record, api_key=api_key
+        requests=chat_requests(body, record.request_id),
+        record=record,
+        api_key=api_key,
+        prompt_param="messages",
     )
+    meter = services.UsageMeter(record)
     if body.stream:
-        style = services.chat_chunk_style(body.include_usage)
-        return sse.event_stream_response(
-            services.generation_stream(started, record, style, include_usage=body.include_usage)
-        )
-    return json_response(await services.chat_completion_create(started, record))
+        return sse.event_stream_response(chat_completion_stream(started, meter, body))
+    return json_response(await chat_completion_create(started, meter, body))
 
 
 @api_endpoint(methods=("POST",), id_prefix="cmpl", prompt_param="prompt")
@@ -35,17 +38,16 @@ async def completions(request: HttpRequest, record: RequestRecord, api_key: ApiK
     body = parse_body(request, CompletionRequest)
     record.model, record.stream, record.user = body.model, bool(body.stream), body.user
     if record.keeps_text:
-        record.prompt_text = "\n\n".join(body.prompts())
+        record.prompt_text = "\n\n".join(p if isinstance(p, str) else str(p) for p in body.prompts())
     body.refuse_unsupported()
+    plan = await completion_plan(body, record.request_id, api_key)
     started = await services.generation_start(
-        requests=body.to_generation_requests(record.request_id), record=record, api_key=api_key
+        requests=plan.requests, record=record, api_key=api_key, prompt_param="prompt"
     )
+    meter = services.UsageMeter(record)
     if body.stream:
-        style = services.completion_chunk_style(body.include_usage)
-        return sse.event_stream_response(
-            services.generation_stream(started, record, style, include_usage=body.include_usage)
-        )
-    return json_response(await services.completion_create(started, record))
+        return sse.event_stream_response(completion_stream(started, meter, body, plan))
+    return json_response(await completion_create(started, meter, body, plan))
 
 
 @api_endpoint(methods=("GET",))

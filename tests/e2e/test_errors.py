@@ -66,7 +66,14 @@ def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
         ({"model": MODEL, "messages": MESSAGES, "seed": 1.5}, "seed"),
         ({"model": MODEL, "messages": MESSAGES, "stream": "yes"}, "stream"),
         ({"model": MODEL, "messages": MESSAGES, "stream_options": {"include_usage": True}}, "stream_options"),
-        ({"model": MODEL, "messages": MESSAGES, "n": 2}, "n"),
+        ({"model": MODEL, "messages": MESSAGES, "n": 9}, "n"),
+        ({"model": MODEL, "messages": MESSAGES, "logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+        ({"model": MODEL, "messages": MESSAGES, "logit_bias": {"abc": 5}}, "logit_bias"),
+        ({"model": MODEL, "messages": MESSAGES, "logit_bias": {"12": 500}}, "logit_bias"),
+        ({"model": MODEL, "messages": MESSAGES, "response_format": {"type": "xml"}}, "response_format"),
+        ({"model": MODEL, "messages": MESSAGES, "tool_choice": "required"}, "tool_choice"),
+        ({"model": MODEL, "messages": MESSAGES, "functions": [{"name": "f"}]}, "functions"),
+        ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ],
 )
 def test_chat_validation_errors_name_the_param(http: httpx.Client, body: dict[str, Any], param: str) -> None:
@@ -82,7 +89,12 @@ def test_chat_validation_errors_name_the_param(http: httpx.Client, body: dict[st
         ({"model": MODEL}, "prompt"),
         ({"model": MODEL, "prompt": []}, "prompt"),
         ({"model": MODEL, "prompt": "x", "max_tokens": -1}, "max_tokens"),
-        ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
+        ({"model": MODEL, "prompt": "x", "n": 2, "best_of": 1}, "best_of"),
+        ({"model": MODEL, "prompt": "x", "best_of": 2, "stream": True}, "best_of"),
+        ({"model": MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
+        ({"model": MODEL, "prompt": [5, 999999999]}, "prompt"),
+        ({"model": MODEL, "prompt": "x", "logit_bias": {"999999999": 1}}, "logit_bias"),
+        ({"model": MODEL, "prompt": "x", "logprobs": 6}, "logprobs"),
     ],
 )
 def test_completion_validation_errors_name_the_param(

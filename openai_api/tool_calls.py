@@ -1,0 +1,152 @@
+"""Tool calling on models without native tool support: prompt, force, parse, stream.
+
+The tools are described to the model in a system message; a call is the JSON object
+``{"name": ..., "arguments": {...}}``. With ``tool_choice`` ``required`` or a named
+function, a JSON Schema (enforced by a grammar) makes the model write exactly such a call;
+with ``auto`` the reply is a call if it parses as one. Earlier assistant calls and ``tool``
+results are written back into the conversation as text the model can read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llm_backend.types import ChatMessage
+
+from .schemas import ChatMessageIn, ToolDefinition
+
+INSTRUCTION = (
+    "You can call functions. To call one, reply with only a JSON object of the form "
+    '{"name": <function name>, "arguments": <object of arguments>} and nothing else. '
+    "Otherwise answer normally.\nFunctions:\n"
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def tools_instruction(tools: Sequence[ToolDefinition]) -> str:
+    described = [
+        {
+            "name": t.function.name,
+            "description": t.function.description or "",
+            "parameters": t.function.parameters,
+        }
+        for t in tools
+    ]
+    return INSTRUCTION + json.dumps(described, ensure_ascii=False)
+
+
+def _call_text(name: str, arguments: str) -> str:
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError:
+        parsed = arguments
+    return json.dumps({"name": name, "arguments": parsed}, ensure_ascii=False)
+
+
+def chat_messages(
+    messages: Sequence[ChatMessageIn], tools: Sequence[ToolDefinition] | None
+) -> tuple[ChatMessage, ...]:
+    """The conversation as plain messages: tool definitions first, calls and results as text."""
+    out: list[ChatMessage] = []
+    if tools:
+        out.append(ChatMessage(role="system", content=tools_instruction(tools)))
+    names: dict[str, str] = {}
+    for message in messages:
+        if message.role == "tool":
+            name = names.get(message.tool_call_id or "", message.name or "the function")
+            out.append(ChatMessage(role="user", content=f"Result of {name}: {message.text()}"))
+        elif message.role == "assistant" and message.tool_calls:
+            calls = []
+            for call in message.tool_calls:
+                names[call.id] = call.function.name
+                calls.append(_call_text(call.function.name, call.function.arguments))
+            text = "\n".join(filter(None, [message.text(), *calls]))
+            out.append(ChatMessage(role="assistant", content=text))
+        else:
+            out.append(ChatMessage(role=message.role, content=message.text()))
+    return tuple(out)
+
+
+def forced_call_schema(tools: Sequence[ToolDefinition], only: str | None) -> str:
+    """A JSON Schema whose instances are exactly the calls allowed (``only`` one, or any tool)."""
+    options = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": t.function.name},
+                "arguments": t.function.parameters or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+        if only is None or t.function.name == only
+    ]
+    return json.dumps(options[0] if len(options) == 1 else {"oneOf": options})
+
+
+def parse_call(text: str, tools: Sequence[ToolDefinition]) -> ToolCall | None:
+    """The call ``text`` makes, if it is one JSON object naming a known tool."""
+    try:
+        value = json.loads(text.strip())
+    except json.JSONDecodeError:
+        return None
+    names = {t.function.name for t in tools}
+    if not isinstance(value, dict) or value.get("name") not in names or "arguments" not in value:
+        return None
+    arguments = value["arguments"]
+    if not isinstance(arguments, dict):
+        return None
+    return ToolCall(id=new_call_id(), name=value["name"], arguments=json.dumps(arguments, ensure_ascii=False))
+
+
+_HEADER = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.S)
+
+
+class CallStreamer:
+    """Splits a forced call's text, as it streams, into its name and its arguments' fragments.
+
+    ``feed`` returns ``(name_if_just_known, arguments_fragment)``. The arguments are the text
+    after ``"arguments":`` up to the wrapper's closing brace, which is held back until the end.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.name: str | None = None
+        self._sent = 0
+
+    def feed(self, text: str) -> tuple[str | None, str]:
+        self.buffer += text
+        announced = None
+        if self.name is None:
+            match = _HEADER.match(self.buffer)
+            if not match:
+                return None, ""
+            self.name = announced = json.loads(f'"{match.group(1)}"')
+            self.buffer = self.buffer[match.end() :]
+        keep = len(self.buffer) - len(self.buffer.rstrip("} \n\t"))
+        ready = self.buffer[self._sent : len(self.buffer) - keep]
+        self._sent += len(ready)
+        return announced, ready
+
+    def finish(self) -> str:
+        """The rest of the arguments, the wrapper's closing brace removed."""
+        tail = self.buffer[self._sent :].rstrip()
+        if tail.endswith("}"):
+            tail = tail[:-1].rstrip()
+        self._sent = len(self.buffer)
+        return tail
