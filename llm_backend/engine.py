@@ -8,6 +8,7 @@ only) decodes it token by token, checking the cancel flag between tokens.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from llama_cpp import Llama, llama_chat_format
 from llama_cpp import llama_cpp as llama_c
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
@@ -56,6 +58,7 @@ from .types import (
 logger = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 64
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class LlamaEngine:
     :data:`PREFILL_CHUNK` tokens at fixed positions and reuse stops at a chunk boundary, so
     each prompt token is computed in the same batch whether or not a prefix was cached: the
     output does not depend on what ran before (batch shape changes floating-point results).
+    The logits at the end of the last prompt are kept too, so the same prompt again (the
+    other choices of ``n``, a retry) is not evaluated again at all.
     """
 
     def __init__(self, spec: ModelSpec, model_path: Path) -> None:
@@ -106,6 +111,7 @@ class LlamaEngine:
         self._vocab = self._llama._model.vocab
         self._render = self._chat_renderer()
         self._pieces: dict[int, bytes] = {}
+        self._last_prompt: tuple[tuple[int, ...], npt.NDArray[np.float32]] | None = None
 
     # -- preparation (any thread) -------------------------------------------------------
 
@@ -214,7 +220,10 @@ class LlamaEngine:
         budget = self.n_ctx - len(prompt)
         if sampling.max_tokens is not None:
             budget = min(budget, sampling.max_tokens)
-        if sampling.prompt_logprobs is not None:
+        first_logits = self._reuse_whole_prompt(prompt) if sampling.prompt_logprobs is None else None
+        if first_logits is not None:
+            cached = len(prompt)
+        elif sampling.prompt_logprobs is not None:
             cached = 0
             yield self._prefill_with_logprobs(prompt, sampling.prompt_logprobs, cancelled)
         else:
@@ -223,6 +232,8 @@ class LlamaEngine:
                 if cancelled.is_set():
                     return
                 llama.eval(prompt[start : start + PREFILL_CHUNK])
+        if first_logits is None and not cancelled.is_set():
+            self._last_prompt = (tuple(prompt), self._current_logits().copy())
         if budget <= 0:
             yield Finished(
                 "length", Usage(prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=cached)
@@ -239,7 +250,10 @@ class LlamaEngine:
             while True:
                 if cancelled.is_set():
                     return
-                token = llama_c.llama_sampler_sample(sampler, llama._ctx.ctx, -1)
+                if first_logits is not None:
+                    token = self._sample_from(sampler, first_logits)
+                else:
+                    token = llama_c.llama_sampler_sample(sampler, llama._ctx.ctx, -1)
                 if llama_c.llama_vocab_is_eog(self._vocab, token) or (
                     prepared.end_on_control_token and llama_c.llama_vocab_is_control(self._vocab, token)
                 ):
@@ -248,7 +262,8 @@ class LlamaEngine:
                 produced += 1
                 unreported += 1
                 if sampling.logprobs is not None:
-                    pending_logprobs.append(self._logprob(token, sampling.logprobs))
+                    pending_logprobs.append(self._logprob(token, sampling.logprobs, logits=first_logits))
+                first_logits = None
                 text, stopped = matcher.push(decoder.decode(self.token_bytes(token)))
                 if text:
                     yield TextDelta(text, tokens=unreported, logprobs=tuple(pending_logprobs))
@@ -300,6 +315,35 @@ class LlamaEngine:
         finally:
             llama_c.llama_batch_free(batch)
         return PromptLogprobs(tokens=tuple(entries), texts=tuple(self._piece_text(t) for t in prompt))
+
+    def _reuse_whole_prompt(self, prompt: list[int]) -> npt.NDArray[np.float32] | None:
+        """If ``prompt`` is the last prompt and its KV is intact, keep exactly it; its end logits."""
+        llama = self._llama
+        if self._last_prompt is None or self._last_prompt[0] != tuple(prompt) or llama.n_tokens < len(prompt):
+            return None
+        if not np.array_equal(llama.input_ids[: len(prompt)], prompt):
+            return None
+        if not llama._ctx.kv_cache_seq_rm(-1, len(prompt), -1):
+            return None
+        llama.n_tokens = len(prompt)
+        return self._last_prompt[1]
+
+    def _current_logits(self) -> npt.NDArray[np.float32]:
+        return np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+
+    def _sample_from(self, chain: Any, logits: npt.NDArray[np.float32]) -> int:
+        """What ``llama_sampler_sample`` does, on saved logits instead of the context's."""
+        data = np.empty(self.n_vocab, dtype=TOKEN_DATA)
+        data["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        candidates = llama_c.llama_token_data_array(
+            data=data.ctypes.data_as(llama_c.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False
+        )
+        llama_c.llama_sampler_apply(chain, ctypes.byref(candidates))
+        token = int(data["id"][candidates.selected])
+        llama_c.llama_sampler_accept(chain, token)
+        return token
 
     def _reuse_prefix(self, prompt: list[int]) -> int:
         """Keep the longest whole-chunk prefix of the KV cache shared with ``prompt``, short of its end."""
@@ -355,9 +399,12 @@ class LlamaEngine:
         add(llama_c.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _logprob(self, token: int, k: int, index: int = -1) -> TokenLogprob:
-        """``token``'s logprob under the logits of batch position ``index`` (the last by default)."""
-        logits = np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(index), shape=(self.n_vocab,))
+    def _logprob(
+        self, token: int, k: int, index: int = -1, logits: npt.NDArray[np.float32] | None = None
+    ) -> TokenLogprob:
+        """``token``'s logprob under ``logits``, or those of batch position ``index`` (the last)."""
+        if logits is None:
+            logits = np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(index), shape=(self.n_vocab,))
         chosen, top = log_softmax_top(logits, token, k)
         return TokenLogprob(
             token=self._piece_text(token),

@@ -44,6 +44,7 @@ class StartedGeneration:
     streams: list[GenerationStream]
     first: GenerationEvent
     meta: wire.ResponseMeta
+    choices_per_prompt: int = 1
 
 
 @dataclass
@@ -66,11 +67,18 @@ async def model_scheduler(model: str, api_key: ApiKey) -> Scheduler:
 
 
 async def generation_start(
-    *, requests: list[GenerationRequest], record: RequestRecord, api_key: ApiKey, prompt_param: str
+    *,
+    requests: list[GenerationRequest],
+    record: RequestRecord,
+    api_key: ApiKey,
+    prompt_param: str,
+    choices_per_prompt: int = 1,
 ) -> StartedGeneration:
     """Prepare every choice, reserve its tokens, submit, and await the first event.
 
-    Raises EngineError subclasses and ApiErrors (caps, rate limits) before anything is sent.
+    ``requests`` holds ``choices_per_prompt`` consecutive choices of each prompt; usage counts
+    each prompt once, as OpenAI does. Raises EngineError subclasses and ApiErrors (caps, rate
+    limits) before anything is sent.
     """
     model = requests[0].model
     scheduler = await model_scheduler(model, api_key)
@@ -91,9 +99,9 @@ async def generation_start(
         for stream in streams:
             stream.cancel()
         raise
-    record.prompt_tokens = sum(len(p.tokens) for p in prepared)
+    record.prompt_tokens = sum(len(p.tokens) for p in prepared[::choices_per_prompt])
     meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=model)
-    return StartedGeneration(streams=streams, first=first, meta=meta)
+    return StartedGeneration(streams=streams, first=first, meta=meta, choices_per_prompt=choices_per_prompt)
 
 
 async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[int, GenerationEvent]]:
@@ -112,8 +120,9 @@ class UsageMeter:
     """Counts a request's tokens into its record as events arrive, so a request cut short by a
     disconnect still records what it generated; a Finished event makes a choice's count exact."""
 
-    def __init__(self, record: RequestRecord) -> None:
+    def __init__(self, record: RequestRecord, choices_per_prompt: int = 1) -> None:
         self.record = record
+        self.choices_per_prompt = choices_per_prompt
         self.counted: dict[int, int] = {}
 
     def observe(self, index: int, event: GenerationEvent) -> None:
@@ -127,7 +136,8 @@ class UsageMeter:
             record.add_completion_text(event.text)
         else:
             record.completion_tokens += event.usage.completion_tokens - self.counted.get(index, 0)
-            record.cached_tokens += event.usage.cached_tokens
+            if index % self.choices_per_prompt == 0:
+                record.cached_tokens += event.usage.cached_tokens
             record.finish_reason = event.finish_reason
 
     def usage(self) -> Usage:

@@ -26,8 +26,9 @@ async def chat_completions(request: HttpRequest, record: RequestRecord, api_key:
         record=record,
         api_key=api_key,
         prompt_param="messages",
+        choices_per_prompt=body.choices_per_prompt,
     )
-    meter = services.UsageMeter(record)
+    meter = services.UsageMeter(record, body.choices_per_prompt)
     if body.stream:
         return sse.event_stream_response(chat_completion_stream(started, meter, body))
     return json_response(await chat_completion_create(started, meter, body))
@@ -42,9 +43,13 @@ async def completions(request: HttpRequest, record: RequestRecord, api_key: ApiK
     body.refuse_unsupported()
     plan = await completion_plan(body, record.request_id, api_key)
     started = await services.generation_start(
-        requests=plan.requests, record=record, api_key=api_key, prompt_param="prompt"
+        requests=plan.requests,
+        record=record,
+        api_key=api_key,
+        prompt_param="prompt",
+        choices_per_prompt=plan.per_prompt,
     )
-    meter = services.UsageMeter(record)
+    meter = services.UsageMeter(record, plan.per_prompt)
     if body.stream:
         return sse.event_stream_response(completion_stream(started, meter, body, plan))
     return json_response(await completion_create(started, meter, body, plan))

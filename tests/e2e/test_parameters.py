@@ -259,6 +259,8 @@ def test_n_two_at_temperature_one_gives_two_choices(client: openai.OpenAI, http:
     ) as response:
         chunks = [json.loads(e) for e in sse_events(response.iter_lines())[:-1]]
 
+    for chunk in chunks:
+        assert_valid("CreateChatCompletionStreamResponse", chunk)
     assert [c.index for c in completion.choices] == [0, 1]
     texts = [c.message.content for c in completion.choices]
     assert texts[0] != texts[1]
@@ -270,7 +272,17 @@ def test_n_two_at_temperature_one_gives_two_choices(client: openai.OpenAI, http:
         finishes[choice["index"]] += choice["finish_reason"] is not None
     assert [streamed[0], streamed[1]] == texts
     assert finishes == Counter({0: 1, 1: 1})
-    assert completion.usage is not None and completion.usage.completion_tokens <= 24
+    single = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        temperature=1,
+        seed=5,
+        max_tokens=12,
+    )
+    assert single.choices[0].message.content == texts[0]
+    assert completion.usage is not None and single.usage is not None
+    assert completion.usage.prompt_tokens == single.usage.prompt_tokens
+    assert completion.usage.completion_tokens <= 24
 
 
 def test_chat_logprobs_are_consistent_with_the_chosen_tokens(
@@ -426,6 +438,26 @@ def test_top_k_one_is_greedy_whatever_the_temperature(client: openai.OpenAI) -> 
     ]
 
     assert top_one == [greedy, greedy]
+
+
+def test_min_p_one_keeps_only_the_most_likely_token(client: openai.OpenAI) -> None:
+    greedy = (
+        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0).choices[0].text
+    )
+    strict = (
+        client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=10,
+            temperature=1.5,
+            seed=3,
+            extra_body={"min_p": 1.0, "top_k": 0},
+        )
+        .choices[0]
+        .text
+    )
+
+    assert strict == greedy
 
 
 def test_a_repeated_system_prompt_reports_cached_tokens(client: openai.OpenAI) -> None:
