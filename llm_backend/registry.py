@@ -32,9 +32,12 @@ class ModelRegistry:
     first lookup calls it in processes started without a lifespan (tests, shells).
     """
 
-    def __init__(self, specs: list[ModelSpec], *, model_dir: Path) -> None:
+    def __init__(
+        self, specs: list[ModelSpec], *, model_dir: Path, engine_factory: type[LlamaEngine] = LlamaEngine
+    ) -> None:
         self._specs = list(specs)
         self._model_dir = model_dir
+        self.engine_factory = engine_factory
         self._schedulers: dict[str, Scheduler] = {}
         self._infos: dict[str, ModelInfo] = {}
         self._lock = threading.Lock()
@@ -63,7 +66,7 @@ class ModelRegistry:
             for spec in self._specs:
                 started = time.perf_counter()
                 path = resolve_model_path(spec, self._model_dir)
-                engine = LlamaEngine(spec, path)
+                engine = self.engine_factory(spec, path)
                 self._schedulers[spec.name] = Scheduler(engine, max_queue=spec.max_queue)
                 self._infos[spec.name] = ModelInfo(
                     name=spec.name,

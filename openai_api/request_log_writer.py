@@ -98,7 +98,12 @@ class RequestLogWriter:
         close_old_connections()
 
     def _write_until_done(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
+        """Retry database errors until the batch lands; give up on anything else after 3 tries.
+
+        The thread never dies: a bug must not silently stop every later row from being written.
+        """
         delay = 0.05
+        other_failures = 0
         while True:
             try:
                 self._write(rows, touches)
@@ -107,9 +112,18 @@ class RequestLogWriter:
                 logger.warning(
                     "request log: %d rows not written yet (%s); retrying in %.2f s", len(rows), exc, delay
                 )
-                close_old_connections()
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception:
+                other_failures += 1
+                if other_failures >= 3:
+                    logger.exception(
+                        "request log: dropping %d rows after repeated errors: %s",
+                        len(rows),
+                        ", ".join(r.request_id for r in rows),
+                    )
+                    return
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _write(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
         try:

@@ -76,7 +76,13 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Server:
+def start_server(
+    var_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    app: str = "inference_site.asgi:application",
+) -> Server:
     """Migrate a fresh database in ``var_dir`` and start uvicorn on a free loopback port."""
     inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     environment = {
@@ -95,7 +101,7 @@ def start_server(var_dir: Path, *, env: dict[str, str] | None = None, args: tupl
             sys.executable,
             "-m",
             "uvicorn",
-            "inference_site.asgi:application",
+            app,
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,0 +1,112 @@
+"""Engine failures, injected on demand (tests/fault_app.py), and oversized bodies."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import MODEL, Server, assert_valid, sse_events, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(
+        tmp_path_factory.mktemp("faulty"),
+        app="tests.fault_app:application",
+        env={"API_MAX_BODY_BYTES": "4096"},
+    )
+    yield server
+    stop_server(server)
+
+
+def _rows(server: Server, request_id: str) -> list[tuple[object, ...]]:
+    import sqlite3
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sqlite3.connect(server.database) as db:
+            rows = db.execute(
+                "SELECT status_code, error_type, error_code, completion_tokens FROM openai_api_requestlog "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchall()
+        if rows:
+            return rows
+        time.sleep(0.1)
+    return []
+
+
+def test_a_failure_mid_stream_is_an_error_event_then_done_with_a_log_row(faulty: Server) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": "FAIL-AFTER-3 count: 1, 2,",
+        "max_tokens": 50,
+        "temperature": 0,
+        "stream": True,
+    }
+    with (
+        httpx.Client(base_url=faulty.api_url, headers=faulty.auth(), timeout=60) as http,
+        http.stream("POST", "/completions", json=body) as response,
+    ):
+        events = sse_events(response.iter_lines())
+        request_id = response.headers["x-request-id"]
+
+    assert response.status_code == 200
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])
+    assert_valid("ErrorResponse", error)
+    assert error["error"]["type"] == "server_error"
+    deltas = [json.loads(e) for e in events[:-2]]
+    assert len(deltas) == 3
+    [(status, error_type, error_code, tokens)] = _rows(faulty, request_id)
+    assert (status, error_type, error_code, tokens) == (500, "server_error", "internal_error", 3)
+
+
+def test_a_failure_before_the_first_token_is_a_json_500_not_a_stream(faulty: Server) -> None:
+    for stream in (False, True):
+        response = httpx.post(
+            faulty.api_url + "/completions",
+            headers=faulty.auth(),
+            timeout=60,
+            json={"model": MODEL, "prompt": "FAIL-AT-ONCE", "max_tokens": 5, "stream": stream},
+        )
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert_valid("ErrorResponse", response.json())
+        assert _rows(faulty, response.headers["x-request-id"])[0][0] == 500
+
+
+def test_the_engine_keeps_serving_after_a_failure(faulty: Server) -> None:
+    httpx.post(
+        faulty.api_url + "/completions",
+        headers=faulty.auth(),
+        timeout=60,
+        json={"model": MODEL, "prompt": "FAIL-AFTER-3 x", "max_tokens": 20},
+    )
+
+    after = httpx.post(
+        faulty.api_url + "/completions",
+        headers=faulty.auth(),
+        timeout=60,
+        json={"model": MODEL, "prompt": "Hello", "max_tokens": 3, "temperature": 0},
+    )
+
+    assert after.status_code == 200
+    assert after.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_a_body_over_the_limit_is_413_in_openai_shape(faulty: Server) -> None:
+    response = httpx.post(
+        faulty.api_url + "/completions",
+        headers=faulty.auth(),
+        timeout=60,
+        json={"model": MODEL, "prompt": "x" * 5000},
+    )
+
+    assert response.status_code == 413
+    assert_valid("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "request_too_large"
