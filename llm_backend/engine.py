@@ -110,7 +110,6 @@ class LlamaEngine:
         self.n_vocab: int = self._llama.n_vocab()
         self._vocab = self._llama._model.vocab
         self._render = self._chat_renderer()
-        self._pieces: dict[int, bytes] = {}
         self._last_prompt: tuple[tuple[int, ...], npt.NDArray[np.float32]] | None = None
 
     # -- preparation (any thread) -------------------------------------------------------
@@ -183,12 +182,7 @@ class LlamaEngine:
         return self._llama.detokenize(list(tokens)).decode("utf-8", "replace")
 
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
-        if special:
-            return bytes(self._llama.detokenize([token], special=True))
-        piece = self._pieces.get(token)
-        if piece is None:
-            piece = self._pieces[token] = bytes(self._llama.detokenize([token]))
-        return piece
+        return bytes(self._llama.detokenize([token], special=special))
 
     def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         return self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)

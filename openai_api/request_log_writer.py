@@ -95,7 +95,7 @@ class RequestLogWriter:
                     item.set()
                 elif isinstance(item, _Stop):
                     stopping = True
-        close_old_connections()
+        _drop_broken_connections()
 
     def _write_until_done(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
         """Retry database errors until the batch lands; give up on anything else after 3 tries.
@@ -121,7 +121,7 @@ class RequestLogWriter:
                         ", ".join(r.request_id for r in rows),
                     )
                     return
-            close_old_connections()
+            _drop_broken_connections()
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -138,6 +138,13 @@ class RequestLogWriter:
                         row.save(force_insert=True)
                 except IntegrityError as exc:
                     logger.error("request log: row %s rejected by the database: %s", row.request_id, exc)
+
+
+def _drop_broken_connections() -> None:
+    try:
+        close_old_connections()
+    except Exception:  # cleanup must never end the writer thread
+        logger.debug("request log: could not close database connections", exc_info=True)
 
 
 request_log_writer = RequestLogWriter()
