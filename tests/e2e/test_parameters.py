@@ -504,7 +504,9 @@ def test_tool_auto_mode_answers_normally_when_no_call_is_made(client: openai.Ope
 def test_max_tokens_cap_is_a_400_naming_the_param(tmp_path: Path) -> None:
     from tests.support import start_server, stop_server
 
-    capped = start_server(tmp_path, env={"API_MAX_TOKENS": "8", "API_MAX_PROMPT_TOKENS": "20"})
+    capped = start_server(
+        tmp_path, env={"API_MAX_TOKENS": "8", "API_MAX_PROMPT_TOKENS": "20", "API_MAX_MESSAGES": "2"}
+    )
     try:
         with httpx.Client(base_url=capped.api_url, headers=capped.auth(), timeout=60) as http:
             over = http.post("/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 9})
@@ -514,10 +516,14 @@ def test_max_tokens_cap_is_a_400_naming_the_param(tmp_path: Path) -> None:
             chat_default = http.post(
                 "/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
             )
+            too_many = http.post(
+                "/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "a"}] * 3}
+            )
     finally:
         stop_server(capped)
 
     assert (over.status_code, over.json()["error"]["param"]) == (400, "max_tokens")
     assert (long_prompt.status_code, long_prompt.json()["error"]["param"]) == (400, "prompt")
+    assert (too_many.status_code, too_many.json()["error"]["param"]) == (400, "messages")
     assert chat_default.status_code == 200
     assert chat_default.json()["usage"]["completion_tokens"] <= 8
