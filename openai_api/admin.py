@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from .api_keys import api_key_assign_new_secret, api_key_restore, api_key_revoke
 from .charts import usage_chart_svg
-from .models import ApiKey, RequestLog
+from .models import ApiKey, RequestLog, clean_model_names
 from .selectors import api_key_usage_daily, api_keys_with_usage, request_log_totals
 
 
@@ -34,12 +34,10 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
         )
 
     def clean_allowed_models(self) -> list[str]:
-        value = self.cleaned_data.get("allowed_models") or []
-        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-            raise forms.ValidationError(
-                'Enter a JSON list of model names, such as ["gemma-3-270m"], or leave empty.'
-            )
-        return value
+        try:
+            return clean_model_names(self.cleaned_data.get("allowed_models"))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 class StatusFilter(admin.SimpleListFilter):

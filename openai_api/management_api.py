@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from .api_keys import api_key_create, api_key_revoke
-from .models import ApiKey, RequestLog
+from .models import ApiKey, RequestLog, clean_model_names
 from .selectors import api_key_usage_daily
 
 django_stubs_ext.monkeypatch(
@@ -61,9 +61,10 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
         read_only_fields = ("prefix", "created", "revoked_at", "last_used_at")
 
     def validate_allowed_models(self, value: Any) -> list[str]:
-        if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-            raise serializers.ValidationError("Expected a list of model names.")
-        return value
+        try:
+            return clean_model_names(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class RequestLogSerializer(serializers.ModelSerializer[RequestLog]):

@@ -7,6 +7,15 @@ from django.db import models
 from django.utils import timezone
 
 
+def clean_model_names(value: object) -> list[str]:
+    """A key's allowed models: a list of non-empty names (empty means all); ValueError otherwise."""
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise ValueError('Enter a JSON list of model names, such as ["gemma-3-270m"], or leave it empty.')
+    return value
+
+
 class ApiKey(models.Model):
     """A bearer key for ``/v1``. The key itself is never stored: only its SHA-256 and a short
     display prefix. ``allowed_models`` empty means every model; the limits are enforced by

@@ -219,3 +219,21 @@ class TcpProxy:
             pass
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+def wait_for_log_row(
+    database: Path, request_id: str, columns: str, timeout: float = 10.0
+) -> tuple[object, ...]:
+    """The request-log row of ``request_id`` (selected ``columns``), once the writer has stored it."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            row = db.execute(
+                f"SELECT {columns} FROM openai_api_requestlog WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        if row is not None:
+            return tuple(row)
+        time.sleep(0.1)
+    raise AssertionError(f"no request-log row for {request_id}")

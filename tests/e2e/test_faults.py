@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support import MODEL, Server, assert_valid, sse_events, start_server, stop_server
+from tests.support import MODEL, Server, assert_valid, sse_events, start_server, stop_server, wait_for_log_row
 
 
 @pytest.fixture(scope="module")
@@ -21,23 +20,6 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield server
     stop_server(server)
-
-
-def _rows(server: Server, request_id: str) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with sqlite3.connect(server.database) as db:
-            rows = db.execute(
-                "SELECT status_code, error_type, error_code, completion_tokens FROM openai_api_requestlog "
-                "WHERE request_id = ?",
-                (request_id,),
-            ).fetchall()
-        if rows:
-            return rows
-        time.sleep(0.1)
-    return []
 
 
 def test_a_failure_mid_stream_is_an_error_event_then_done_with_a_log_row(faulty: Server) -> None:
@@ -62,7 +44,9 @@ def test_a_failure_mid_stream_is_an_error_event_then_done_with_a_log_row(faulty:
     assert error["error"]["type"] == "server_error"
     deltas = [json.loads(e) for e in events[:-2]]
     assert len(deltas) == 3
-    [(status, error_type, error_code, tokens)] = _rows(faulty, request_id)
+    status, error_type, error_code, tokens = wait_for_log_row(
+        faulty.database, request_id, "status_code, error_type, error_code, completion_tokens"
+    )
     assert (status, error_type, error_code, tokens) == (500, "server_error", "internal_error", 3)
 
 
@@ -77,7 +61,7 @@ def test_a_failure_before_the_first_token_is_a_json_500_not_a_stream(faulty: Ser
         assert response.status_code == 500
         assert response.headers["content-type"] == "application/json"
         assert_valid("ErrorResponse", response.json())
-        assert _rows(faulty, response.headers["x-request-id"])[0][0] == 500
+        assert wait_for_log_row(faulty.database, response.headers["x-request-id"], "status_code") == (500,)
 
 
 def test_the_engine_keeps_serving_after_a_failure(faulty: Server) -> None:

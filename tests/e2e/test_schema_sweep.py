@@ -54,21 +54,33 @@ COMPLETION_BODIES: list[dict[str, Any]] = [
 ]
 
 
+def _exercise(
+    http: httpx.Client, path: str, request: dict[str, Any], body_schema: str, chunk_schema: str
+) -> None:
+    if request["stream"]:
+        request = {**request, "stream_options": {"include_usage": True}}
+        with http.stream("POST", path, json=request) as response:
+            events = sse_events(response.iter_lines())
+        assert response.status_code == 200 and events[-1] == "[DONE]"
+        for event in events[:-1]:
+            assert_valid(chunk_schema, json.loads(event))
+    else:
+        response = http.post(path, json=request)
+        assert response.status_code == 200, response.text
+        assert_valid(body_schema, response.json())
+
+
 @pytest.mark.parametrize("body", CHAT_BODIES, ids=lambda b: ",".join(k for k in b if k != "messages"))
 @pytest.mark.parametrize("stream", [False, True])
 def test_chat_bodies_and_chunks_validate(http: httpx.Client, body: dict[str, Any], stream: bool) -> None:
     request = {"model": MODEL, "max_tokens": 24, "temperature": 0, **body, "stream": stream}
-    if stream:
-        request["stream_options"] = {"include_usage": True}
-        with http.stream("POST", "/chat/completions", json=request) as response:
-            events = sse_events(response.iter_lines())
-        assert response.status_code == 200 and events[-1] == "[DONE]"
-        for event in events[:-1]:
-            assert_valid("CreateChatCompletionStreamResponse", json.loads(event))
-    else:
-        response = http.post("/chat/completions", json=request)
-        assert response.status_code == 200, response.text
-        assert_valid("CreateChatCompletionResponse", response.json())
+    _exercise(
+        http,
+        "/chat/completions",
+        request,
+        "CreateChatCompletionResponse",
+        "CreateChatCompletionStreamResponse",
+    )
 
 
 @pytest.mark.parametrize("body", COMPLETION_BODIES, ids=lambda b: ",".join(b))
@@ -77,14 +89,6 @@ def test_completion_bodies_and_chunks_validate(
     http: httpx.Client, body: dict[str, Any], stream: bool
 ) -> None:
     request = {"model": MODEL, "max_tokens": 8, "temperature": 0, **body, "stream": stream}
-    if stream:
-        request["stream_options"] = {"include_usage": True}
-        with http.stream("POST", "/completions", json=request) as response:
-            events = sse_events(response.iter_lines())
-        assert response.status_code == 200 and events[-1] == "[DONE]"
-        for event in events[:-1]:
-            assert_valid("DERIVED_CreateCompletionStreamChunk", json.loads(event))
-    else:
-        response = http.post("/completions", json=request)
-        assert response.status_code == 200, response.text
-        assert_valid("CreateCompletionResponse", response.json())
+    _exercise(
+        http, "/completions", request, "CreateCompletionResponse", "DERIVED_CreateCompletionStreamChunk"
+    )

@@ -38,7 +38,8 @@ class Command(BaseCommand):
             "  Try it (in another terminal):",
             f"    curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' \\",
             "      -H 'Content-Type: application/json' \\",
-            f'      -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
+            f'      -d \'{{"model": "{model}", "max_tokens": 64, '
+            '"messages": [{"role": "user", "content": "Hello"}]}\'',
             f"    OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key} \\",
             "      .venv/bin/python examples/openai_streaming_example.py",
             "",
