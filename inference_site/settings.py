@@ -143,7 +143,7 @@ WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Largest request body the API accepts, in bytes (a bigger one gets 413).
-API_MAX_BODY_BYTES = env.integer("API_MAX_BODY_BYTES", 8 * 1024 * 1024)
+API_MAX_BODY_BYTES: int = env.integer("API_MAX_BODY_BYTES", 8 * 1024 * 1024) or 8 * 1024 * 1024
 # Caps on what one request may ask for (over a cap: 400 naming the parameter).
 API_MAX_N: int = env.integer("API_MAX_N", 8) or 8
 API_MAX_TOKENS: int = env.integer("API_MAX_TOKENS", 0, minimum=0) or 0  # 0: only the context limits it

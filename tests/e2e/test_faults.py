@@ -94,3 +94,29 @@ def test_a_body_over_the_limit_is_413_in_openai_shape(faulty: Server) -> None:
     assert response.status_code == 413
     assert_valid("ErrorResponse", response.json())
     assert response.json()["error"]["code"] == "request_too_large"
+    assert wait_for_log_row(faulty.database, response.headers["x-request-id"], "status_code, error_code") == (
+        413,
+        "request_too_large",
+    )
+
+
+def test_a_huge_declared_body_is_refused_before_it_is_read(faulty: Server) -> None:
+    def endless() -> Iterator[bytes]:
+        yield b'{"model": "x", "prompt": "'
+        for _ in range(200):
+            yield b"x" * 65536
+
+    response = httpx.post(
+        faulty.api_url + "/completions",
+        headers={
+            **faulty.auth(),
+            "content-length": str(200 * 65536 + 40),
+            "content-type": "application/json",
+        },
+        content=endless(),
+        timeout=30,
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert wait_for_log_row(faulty.database, response.headers["x-request-id"], "status_code") == (413,)
