@@ -170,9 +170,6 @@ class LlamaEngine:
             )
         return prepared
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenize(text, add_bos=False))
-
     def token_id(self, text: str) -> int | None:
         """The id of ``text`` if it is exactly one token, else None."""
         ids = self._tokenize(text, add_bos=False)

@@ -52,10 +52,6 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         self._job = job
         self._done = False
 
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self._job.prepared.tokens)
-
     def __aiter__(self) -> GenerationStream:
         return self
 

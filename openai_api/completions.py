@@ -41,10 +41,6 @@ class CompletionPlan:
     per_prompt: int
     keep: int
 
-    @property
-    def candidates(self) -> int:
-        return self.per_prompt
-
 
 async def completion_plan(body: CompletionRequest, request_id: str, api_key: ApiKey) -> CompletionPlan:
     """Each prompt's generations: ``best_of`` (or ``n``) candidates, seeded seed + j."""
