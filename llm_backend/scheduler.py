@@ -79,6 +79,10 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
     async def aclose(self) -> None:
         self.cancel()
 
+    def __del__(self) -> None:
+        # A stream dropped without being read to its end must not keep the engine busy.
+        self._job.cancelled.set()
+
 
 class Scheduler:
     """Runs one model's generations on a dedicated thread; at most ``max_queue`` waiting."""

@@ -365,7 +365,12 @@ class RateLimiter:
         if admission is None or admission.settled:
             return
         admission.settled = True
-        task = asyncio.get_running_loop().create_task(self._settle(admission, actual_tokens))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            logger.warning("no event loop to settle %s; its slot expires by itself", admission.request_id)
+            return
+        task = loop.create_task(self._settle(admission, actual_tokens))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

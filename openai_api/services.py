@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -189,7 +190,7 @@ async def model_card(model_id: str, *, api_key: ApiKey) -> wire.ModelCard:
 ChunkRenderer = Callable[[int, GenerationEvent], list[BaseModel]]
 
 
-async def sse_stream(
+def sse_stream(
     started: StartedGeneration,
     meter: UsageMeter,
     render: ChunkRenderer,
@@ -198,8 +199,29 @@ async def sse_stream(
     """SSE bytes for a started generation; closes the request record however the stream ends.
 
     An engine failure after the first byte becomes a ``data: {"error": ...}`` event, then
-    ``[DONE]``; a client disconnect cancels the generation and marks the record.
+    ``[DONE]``; a client disconnect cancels the generation and marks the record. A body that
+    is dropped before its first byte (the client left between the view and the first send)
+    never runs its ``finally``: a finalizer then cancels the generation and closes the record.
     """
+    body = _sse_body(started, meter, render, usage_chunk)
+    weakref.finalize(body, _abandoned, meter.record, list(started.streams))
+    return body
+
+
+def _abandoned(record: RequestRecord, streams: list[GenerationStream]) -> None:
+    for stream in streams:
+        stream.cancel()
+    if record.finished_at is None:
+        record.disconnected = True
+        record.finish()
+
+
+async def _sse_body(
+    started: StartedGeneration,
+    meter: UsageMeter,
+    render: ChunkRenderer,
+    usage_chunk: Callable[[Usage], BaseModel] | None,
+) -> AsyncIterator[bytes]:
     record = meter.record
     completed = False
     try:
