@@ -28,6 +28,7 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, declared: int) -> None:
+        from openai_api.errors import ApiError
         from openai_api.models import RequestLog
         from openai_api.request_log_writer import request_log_writer
         from openai_api.request_record import new_request_id
@@ -36,16 +37,8 @@ class BodyLimitMiddleware:
         message = (
             f"The request body ({declared} bytes) is larger than the {settings.API_MAX_BODY_BYTES} allowed."
         )
-        body = json.dumps(
-            {
-                "error": {
-                    "message": message,
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_too_large",
-                }
-            }
-        ).encode()
+        error = ApiError(413, message, code="request_too_large")
+        body = json.dumps(error.body()).encode()
         headers = dict(scope.get("headers", []))
         client = scope.get("client") or (None, None)
         request_log_writer.submit(
@@ -53,8 +46,8 @@ class BodyLimitMiddleware:
                 request_id=request_id,
                 endpoint=scope["path"][:100],
                 status_code=413,
-                error_type="invalid_request_error",
-                error_code="request_too_large",
+                error_type=error.type,
+                error_code=error.code or "",
                 duration_ms=0.0,
                 client_ip=client[0],
                 user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:256],

@@ -21,17 +21,7 @@ from .selectors import api_key_usage_daily, api_keys_with_usage, request_log_tot
 class ApiKeyForm(forms.ModelForm[ApiKey]):
     class Meta:
         model = ApiKey
-        fields = (
-            "name",
-            "owner",
-            "expires_at",
-            "allowed_models",
-            "requests_per_minute",
-            "tokens_per_minute",
-            "max_concurrent_requests",
-            "monthly_token_budget",
-            "notes",
-        )
+        fields = ApiKey.EDITABLE_FIELDS
 
     def clean_allowed_models(self) -> list[str]:
         try:

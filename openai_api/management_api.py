@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from .api_keys import api_key_create, api_key_revoke
+from .errors import ApiError
 from .models import ApiKey, RequestLog, clean_model_names
 from .selectors import api_key_usage_daily
 
@@ -41,23 +42,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
 
     class Meta:
         model = ApiKey
-        fields = (
-            "id",
-            "name",
-            "owner",
-            "prefix",
-            "status",
-            "created",
-            "expires_at",
-            "revoked_at",
-            "last_used_at",
-            "allowed_models",
-            "requests_per_minute",
-            "tokens_per_minute",
-            "max_concurrent_requests",
-            "monthly_token_budget",
-            "notes",
-        )
+        fields = ("id", "prefix", "status", "created", "revoked_at", "last_used_at", *ApiKey.EDITABLE_FIELDS)
         read_only_fields = ("prefix", "created", "revoked_at", "last_used_at")
 
     def validate_allowed_models(self, value: Any) -> list[str]:
@@ -184,12 +169,12 @@ def error_shape_exception_handler(exc: Exception, context: dict[str, Any]) -> Re
     elif isinstance(detail, list) and detail:
         message = str(detail[0])
     code = getattr(exc, "default_code", None)
-    response.data = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(response.status_code, "api_error"),
-            "param": param,
-            "code": str(code) if code else None,
-        }
-    }
+    error = ApiError(
+        response.status_code,
+        message,
+        type=_ERROR_TYPES.get(response.status_code, "api_error"),
+        code=str(code) if code else None,
+        param=param,
+    )
+    response.data = error.body()
     return response

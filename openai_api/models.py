@@ -46,6 +46,18 @@ class ApiKey(models.Model):
     )
     notes = models.TextField(blank=True)
 
+    EDITABLE_FIELDS = (
+        "name",
+        "owner",
+        "expires_at",
+        "allowed_models",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent_requests",
+        "monthly_token_budget",
+        "notes",
+    )
+
     class Meta:
         verbose_name = "API key"
         ordering = ["-created"]

@@ -398,23 +398,16 @@ def test_best_of_returns_the_candidate_with_the_best_mean_logprob(client: openai
     assert best.choices[0].text == max(candidates.choices, key=mean).text
 
 
+def _text(client: openai.OpenAI, prompt: str, max_tokens: int, **kwargs: Any) -> str:
+    return (
+        client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens, **kwargs).choices[0].text
+    )
+
+
 def test_penalties_reduce_repetition(client: openai.OpenAI) -> None:
     prompt = "the the the the the the the the"
-    plain = (
-        client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0).choices[0].text
-    )
-    penalised = (
-        client.completions.create(
-            model=MODEL,
-            prompt=prompt,
-            max_tokens=24,
-            temperature=0,
-            frequency_penalty=2.0,
-            presence_penalty=2.0,
-        )
-        .choices[0]
-        .text
-    )
+    plain = _text(client, prompt, 24, temperature=0)
+    penalised = _text(client, prompt, 24, temperature=0, frequency_penalty=2.0, presence_penalty=2.0)
 
     def most_common(text: str) -> int:
         words = text.split()
@@ -425,37 +418,15 @@ def test_penalties_reduce_repetition(client: openai.OpenAI) -> None:
 
 
 def test_top_k_one_is_greedy_whatever_the_temperature(client: openai.OpenAI) -> None:
-    greedy = (
-        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0).choices[0].text
-    )
-    top_one = [
-        client.completions.create(
-            model=MODEL, prompt=PROMPT, max_tokens=10, temperature=1.5, seed=s, extra_body={"top_k": 1}
-        )
-        .choices[0]
-        .text
-        for s in (1, 2)
-    ]
+    greedy = _text(client, PROMPT, 10, temperature=0)
+    top_one = [_text(client, PROMPT, 10, temperature=1.5, seed=s, extra_body={"top_k": 1}) for s in (1, 2)]
 
     assert top_one == [greedy, greedy]
 
 
 def test_min_p_one_keeps_only_the_most_likely_token(client: openai.OpenAI) -> None:
-    greedy = (
-        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0).choices[0].text
-    )
-    strict = (
-        client.completions.create(
-            model=MODEL,
-            prompt=PROMPT,
-            max_tokens=10,
-            temperature=1.5,
-            seed=3,
-            extra_body={"min_p": 1.0, "top_k": 0},
-        )
-        .choices[0]
-        .text
-    )
+    greedy = _text(client, PROMPT, 10, temperature=0)
+    strict = _text(client, PROMPT, 10, temperature=1.5, seed=3, extra_body={"min_p": 1.0, "top_k": 0})
 
     assert strict == greedy
 
