@@ -42,6 +42,19 @@ class Env:
             raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
         return number
 
+    def seconds(self, name: str) -> float | None:
+        """A positive number of seconds, or None when unset."""
+        value = self._environ.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}.") from None
+        if not number > 0 or number == float("inf"):
+            raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value!r}.")
+        return number
+
     def items(self, name: str, default: list[str]) -> list[str]:
         value = self._environ.get(name)
         if value is None or value.strip() == "":

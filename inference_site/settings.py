@@ -185,6 +185,12 @@ try:
         chat_format=env.string("LLM_CHAT_FORMAT"),
         chat_template_file=env.string("LLM_CHAT_TEMPLATE_FILE"),
         n_ctx=env.integer("LLM_N_CTX"),
+        tuning={
+            "slots": env.integer("LLM_SLOTS"),
+            "max_queue": env.integer("LLM_MAX_QUEUE"),
+            "queue_timeout": env.seconds("LLM_QUEUE_TIMEOUT"),
+            "prefix_block": env.integer("LLM_PREFIX_BLOCK"),
+        },
     )
 except SpecError as exc:
     raise ImproperlyConfigured(str(exc)) from exc

@@ -1,27 +1,26 @@
-"""The llama-cpp-python adapter: the only module in the project that imports ``llama_cpp``.
+"""The llama-cpp-python adapter for one model: loading, templates, tokens, samplers, logprobs.
 
-An :class:`LlamaEngine` owns one loaded model. ``prepare`` (any thread) templates and
-tokenizes a request and checks it fits the context; ``generate`` (the scheduler's thread
-only) decodes it token by token, checking the cancel flag between tokens.
+With :mod:`llm_backend.batching` (the decoding context) it is one of the two modules in the
+project that import ``llama_cpp``. An :class:`LlamaEngine` owns one loaded model and no
+context: ``prepare`` (any thread) templates and tokenizes a request, compiles its grammar and
+checks it fits one sequence's context; the scheduler decodes on its own batched context.
 """
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import logging
-import os
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import Llama, llama_chat_format
+from llama_cpp import llama_chat_format
 from llama_cpp import llama_cpp as llama_c
+from llama_cpp._internals import LlamaModel
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from .chat_templates import (
@@ -41,24 +40,20 @@ from .exceptions import (
 )
 from .logprobs import log_softmax_top
 from .specs import ModelSpec
-from .stops import StopMatcher
-from .types import (
-    ChatMessage,
-    Finished,
-    GenerationEvent,
-    GenerationRequest,
-    JsonConstraint,
-    PromptLogprobs,
-    SamplingParams,
-    TextDelta,
-    TokenLogprob,
-    Usage,
-)
+from .types import ChatMessage, GenerationRequest, JsonConstraint, SamplingParams, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 64
-TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_c.llama_backend_init()
+            _backend_ready = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,41 +71,30 @@ class PreparedPrompt:
 
 
 class LlamaEngine:
-    """One GGUF model loaded through llama-cpp-python. Not thread-safe: one generation at a time.
+    """One GGUF model loaded through llama-cpp-python; thread-safe (it holds no context).
 
-    Decoding keeps the previous sequence in the KV cache: a prompt that starts with the same
-    tokens (a shared system prompt, the earlier turns of a chat, the other choices of ``n``)
-    reuses them, and ``Usage.cached_tokens`` says how many. Prompts are evaluated in chunks of
-    :data:`PREFILL_CHUNK` tokens at fixed positions and reuse stops at a chunk boundary, so
-    each prompt token is computed in the same batch whether or not a prefix was cached: the
-    output does not depend on what ran before (batch shape changes floating-point results).
-    The logits at the end of the last prompt are kept too, so the same prompt again (the
-    other choices of ``n``, a retry) is not evaluated again at all.
+    ``n_ctx`` is the context of one sequence: a prompt plus its completion must fit in it.
     """
 
     def __init__(self, spec: ModelSpec, model_path: Path) -> None:
         self.spec = spec
         if not model_path.is_file():
             raise ModelLoadError(f"Model '{spec.name}': the file {model_path} does not exist.")
-        threads = spec.n_threads or os.cpu_count() or 1
+        _init_backend()
         try:
-            self._llama = Llama(
-                model_path=str(model_path),
-                n_ctx=spec.n_ctx,
-                n_batch=spec.n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
+            self._model = LlamaModel(
+                path_model=str(model_path), params=llama_c.llama_model_default_params(), verbose=False
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
                 f"Model '{spec.name}': {model_path} is not a loadable GGUF model ({exc})."
             ) from exc
-        self.n_ctx: int = self._llama.n_ctx()
-        self.n_vocab: int = self._llama.n_vocab()
-        self._vocab = self._llama._model.vocab
+        self.model = self._model.model
+        self.n_ctx: int = spec.n_ctx
+        self.n_vocab: int = self._model.n_vocab()
+        self.n_swa: int = int(llama_c.llama_model_n_swa(self.model))
+        self._vocab = self._model.vocab
         self._render = self._chat_renderer()
-        self._last_prompt: tuple[tuple[int, ...], npt.NDArray[np.float32]] | None = None
 
     # -- preparation (any thread) -------------------------------------------------------
 
@@ -176,13 +160,21 @@ class LlamaEngine:
         return ids[0] if len(ids) == 1 else None
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._llama.detokenize(list(tokens)).decode("utf-8", "replace")
+        return bytes(self._model.detokenize(list(tokens))).decode("utf-8", "replace")
 
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
-        return bytes(self._llama.detokenize([token], special=special))
+        """The bytes of one token (a piece of a UTF-8 character, possibly)."""
+        return bytes(self._model.detokenize([token], special=special))
+
+    def ends_generation(self, token: int, *, on_control_token: bool) -> bool:
+        """Whether sampling ``token`` ends the text: end-of-generation, or a control token in chat."""
+        return bool(
+            llama_c.llama_vocab_is_eog(self._vocab, token)
+            or (on_control_token and llama_c.llama_vocab_is_control(self._vocab, token))
+        )
 
     def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def _grammar_for(self, constraint: JsonConstraint | None) -> str | None:
         if constraint is None:
@@ -200,160 +192,20 @@ class LlamaEngine:
         llama_c.llama_sampler_free(probe)
         return grammar
 
-    # -- generation (the scheduler's thread only) ---------------------------------------
-
-    def generate(
-        self, prepared: PreparedPrompt, sampling: SamplingParams, cancelled: threading.Event
-    ) -> Iterator[GenerationEvent]:
-        """Yield TextDelta events then one Finished; stop early, silently, once ``cancelled``."""
-        llama = self._llama
-        prompt = list(prepared.tokens)
-        budget = self.n_ctx - len(prompt)
-        if sampling.max_tokens is not None:
-            budget = min(budget, sampling.max_tokens)
-        first_logits = self._reuse_whole_prompt(prompt) if sampling.prompt_logprobs is None else None
-        if first_logits is not None:
-            cached = len(prompt)
-        elif sampling.prompt_logprobs is not None:
-            cached = 0
-            yield self._prefill_with_logprobs(prompt, sampling.prompt_logprobs, cancelled)
-        else:
-            cached = self._reuse_prefix(prompt)
-            for start in range(cached, len(prompt), PREFILL_CHUNK):
-                if cancelled.is_set():
-                    return
-                llama.eval(prompt[start : start + PREFILL_CHUNK])
-        if first_logits is None and not cancelled.is_set():
-            self._last_prompt = (tuple(prompt), self._current_logits().copy())
-        if budget <= 0:
-            yield Finished(
-                "length", Usage(prompt_tokens=len(prompt), completion_tokens=0, cached_tokens=cached)
-            )
-            return
-        sampler = self._sampler(sampling, prepared.grammar)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(prepared.stops + sampling.stop)
-        produced = 0
-        finish: Any = "length"
-        unreported = 0
-        pending_logprobs: list[TokenLogprob] = []
-        try:
-            while True:
-                if cancelled.is_set():
-                    return
-                if first_logits is not None:
-                    token = self._sample_from(sampler, first_logits)
-                else:
-                    token = llama_c.llama_sampler_sample(sampler, llama._ctx.ctx, -1)
-                if llama_c.llama_vocab_is_eog(self._vocab, token) or (
-                    prepared.end_on_control_token and llama_c.llama_vocab_is_control(self._vocab, token)
-                ):
-                    finish = "stop"
-                    break
-                produced += 1
-                unreported += 1
-                if sampling.logprobs is not None:
-                    pending_logprobs.append(self._logprob(token, sampling.logprobs, logits=first_logits))
-                first_logits = None
-                text, stopped = matcher.push(decoder.decode(self.token_bytes(token)))
-                if text:
-                    yield TextDelta(text, tokens=unreported, logprobs=tuple(pending_logprobs))
-                    unreported = 0
-                    pending_logprobs = []
-                if stopped:
-                    finish = "stop"
-                    break
-                if produced >= budget:
-                    break
-                llama.eval([token])
-        finally:
-            llama_c.llama_sampler_free(sampler)
-        if finish == "length":
-            text, stopped = matcher.push(decoder.decode(b"", final=True))
-            tail = text if stopped else text + matcher.flush()
-            if tail or pending_logprobs:
-                yield TextDelta(tail, tokens=unreported, logprobs=tuple(pending_logprobs))
-        yield Finished(
-            finish, Usage(prompt_tokens=len(prompt), completion_tokens=produced, cached_tokens=cached)
+    @staticmethod
+    def samples_by_argmax(sampling: SamplingParams, grammar: str | None) -> bool:
+        """Whether plain argmax of the logits is exactly what :meth:`sampler`'s chain would pick."""
+        return (
+            sampling.temperature <= 0
+            and grammar is None
+            and not sampling.logit_bias
+            and sampling.repeat_penalty == 1.0
+            and not sampling.frequency_penalty
+            and not sampling.presence_penalty
         )
 
-    def _prefill_with_logprobs(self, prompt: list[int], k: int, cancelled: threading.Event) -> PromptLogprobs:
-        """Evaluate the whole prompt keeping every position's logits, for ``echo`` with logprobs."""
-        llama = self._llama
-        llama.n_tokens = 0
-        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        entries: list[TokenLogprob | None] = [None]
-        batch = llama_c.llama_batch_init(PREFILL_CHUNK, 0, 1)
-        try:
-            for start in range(0, len(prompt), PREFILL_CHUNK):
-                if cancelled.is_set():
-                    break
-                chunk = prompt[start : start + PREFILL_CHUNK]
-                batch.n_tokens = len(chunk)
-                for i, token in enumerate(chunk):
-                    batch.token[i] = token
-                    batch.pos[i] = start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = True
-                if llama_c.llama_decode(llama._ctx.ctx, batch) != 0:
-                    raise RuntimeError("llama_decode failed during prefill")
-                llama.input_ids[start : start + len(chunk)] = chunk
-                llama.n_tokens = start + len(chunk)
-                for i in range(len(chunk)):
-                    if start + i + 1 < len(prompt):
-                        entries.append(self._logprob(prompt[start + i + 1], k, index=i))
-        finally:
-            llama_c.llama_batch_free(batch)
-        return PromptLogprobs(tokens=tuple(entries), texts=tuple(self._piece_text(t) for t in prompt))
-
-    def _reuse_whole_prompt(self, prompt: list[int]) -> npt.NDArray[np.float32] | None:
-        """If ``prompt`` is the last prompt and its KV is intact, keep exactly it; its end logits."""
-        llama = self._llama
-        if self._last_prompt is None or self._last_prompt[0] != tuple(prompt) or llama.n_tokens < len(prompt):
-            return None
-        if not np.array_equal(llama.input_ids[: len(prompt)], prompt):
-            return None
-        if not llama._ctx.kv_cache_seq_rm(-1, len(prompt), -1):
-            return None
-        llama.n_tokens = len(prompt)
-        return self._last_prompt[1]
-
-    def _current_logits(self) -> npt.NDArray[np.float32]:
-        return np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
-
-    def _sample_from(self, chain: Any, logits: npt.NDArray[np.float32]) -> int:
-        """What ``llama_sampler_sample`` does, on saved logits instead of the context's."""
-        data = np.empty(self.n_vocab, dtype=TOKEN_DATA)
-        data["id"] = np.arange(self.n_vocab, dtype=np.int32)
-        data["logit"] = logits
-        data["p"] = 0.0
-        candidates = llama_c.llama_token_data_array(
-            data=data.ctypes.data_as(llama_c.llama_token_data_p), size=self.n_vocab, selected=-1, sorted=False
-        )
-        llama_c.llama_sampler_apply(chain, ctypes.byref(candidates))
-        token = int(data["id"][candidates.selected])
-        llama_c.llama_sampler_accept(chain, token)
-        return token
-
-    def _reuse_prefix(self, prompt: list[int]) -> int:
-        """Keep the longest whole-chunk prefix of the KV cache shared with ``prompt``, short of its end."""
-        llama = self._llama
-        limit = min(llama.n_tokens, len(prompt) - 1)
-        if limit <= 0:
-            llama.n_tokens = 0
-            return 0
-        held = llama.input_ids[:limit]
-        differs = np.nonzero(held != np.asarray(prompt[:limit], dtype=held.dtype))[0]
-        common = int(differs[0]) if differs.size else limit
-        common -= common % PREFILL_CHUNK
-        if common and not llama._ctx.kv_cache_seq_rm(-1, common, -1):
-            common = 0
-        llama.n_tokens = common
-        return common
-
-    def _sampler(self, sampling: SamplingParams, grammar: str | None) -> Any:
-        """A llama.cpp sampler chain for one generation; the caller frees it."""
+    def sampler(self, sampling: SamplingParams, grammar: str | None) -> Any:
+        """A llama.cpp sampler chain for one generation; free it with :func:`free_sampler`."""
         chain = llama_c.llama_sampler_chain_init(llama_c.llama_sampler_chain_default_params())
 
         def add(sampler: Any) -> None:
@@ -390,25 +242,21 @@ class LlamaEngine:
         add(llama_c.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
 
-    def _logprob(
-        self, token: int, k: int, index: int = -1, logits: npt.NDArray[np.float32] | None = None
-    ) -> TokenLogprob:
-        """``token``'s logprob under ``logits``, or those of batch position ``index`` (the last)."""
-        if logits is None:
-            logits = np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(index), shape=(self.n_vocab,))
+    def logprob(self, token: int, k: int, logits: npt.NDArray[np.float32]) -> TokenLogprob:
+        """``token``'s logprob under ``logits``, with the ``k`` most likely tokens'."""
         chosen, top = log_softmax_top(logits, token, k)
         return TokenLogprob(
-            token=self._piece_text(token),
+            token=self.piece_text(token),
             piece=self.token_bytes(token),
             logprob=chosen,
-            top=tuple((self._piece_text(t), self.token_bytes(t), lp) for t, lp in top),
+            top=tuple((self.piece_text(t), self.token_bytes(t), lp) for t, lp in top),
         )
 
-    def _piece_text(self, token: int) -> str:
+    def piece_text(self, token: int) -> str:
         return self.token_bytes(token).decode("utf-8", "replace")
 
     def close(self) -> None:
-        self._llama.close()
+        self._model.close()  # type: ignore[no-untyped-call]
 
     # -- chat templates -----------------------------------------------------------------
 
@@ -416,7 +264,7 @@ class LlamaEngine:
         spec = self.spec
         if spec.chat_format:
             return self._format_renderer(spec.chat_format)
-        template = spec.chat_template or self._llama.metadata.get("tokenizer.chat_template")
+        template = spec.chat_template or self._model.metadata().get("tokenizer.chat_template")
         if template:
             return self._jinja_renderer(template)
         return None
@@ -438,9 +286,8 @@ class LlamaEngine:
         return render
 
     def _jinja_renderer(self, template: str) -> ChatRenderer:
-        llama = self._llama
-        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
-        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
+        eos = self.token_bytes(self._model.token_eos(), special=True).decode("utf-8", "replace")
+        bos = self.token_bytes(self._model.token_bos(), special=True).decode("utf-8", "replace")
         formatter = llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
 
         def render(messages: Sequence[ChatMessage]) -> RenderedChat:
@@ -451,3 +298,8 @@ class LlamaEngine:
             return RenderedChat(prompt=prompt, stops=normalise_stops(response.stop))
 
         return render
+
+
+def free_sampler(chain: Any) -> None:
+    """Free a chain made by :meth:`LlamaEngine.sampler`."""
+    llama_c.llama_sampler_free(chain)

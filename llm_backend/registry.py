@@ -11,7 +11,8 @@ from pathlib import Path
 from .engine import LlamaEngine
 from .exceptions import ModelNotFound
 from .model_files import Progress, resolve_model_path
-from .scheduler import Scheduler
+from .scheduler import GenerationFactory, Scheduler
+from .sequences import Generation
 from .specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ModelRegistry:
         self._specs = list(specs)
         self._model_dir = model_dir
         self.engine_factory = engine_factory
+        self.generation_factory: GenerationFactory = Generation
         self._schedulers: dict[str, Scheduler] = {}
         self._infos: dict[str, ModelInfo] = {}
         self._lock = threading.Lock()
@@ -51,8 +53,8 @@ class ModelRegistry:
     def loaded(self) -> bool:
         return self._loaded
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Per loaded model: slots busy, queue depth and tokens generated so far."""
+    def stats(self) -> dict[str, dict[str, int | float]]:
+        """Per loaded model: :meth:`Scheduler.stats` (slots, busy, queue depth, tokens, tokens/s)."""
         return {name: scheduler.stats() for name, scheduler in list(self._schedulers.items())}
 
     def prepare_files(self, progress: Progress | None = None) -> list[Path]:
@@ -67,7 +69,14 @@ class ModelRegistry:
                 started = time.perf_counter()
                 path = resolve_model_path(spec, self._model_dir)
                 engine = self.engine_factory(spec, path)
-                self._schedulers[spec.name] = Scheduler(engine, max_queue=spec.max_queue)
+                self._schedulers[spec.name] = Scheduler(
+                    engine,
+                    slots=spec.slots,
+                    max_queue=spec.max_queue,
+                    queue_timeout=spec.queue_timeout,
+                    prefix_block=spec.prefix_block,
+                    generation_factory=self.generation_factory,
+                )
                 self._infos[spec.name] = ModelInfo(
                     name=spec.name,
                     created=int(path.stat().st_mtime),
@@ -75,9 +84,10 @@ class ModelRegistry:
                     n_ctx=engine.n_ctx,
                 )
                 logger.info(
-                    "loaded model %s from %s (n_ctx=%d) in %.1f s",
+                    "loaded model %s from %s (%d slots of %d tokens) in %.1f s",
                     spec.name,
                     path,
+                    spec.slots,
                     engine.n_ctx,
                     time.perf_counter() - started,
                 )

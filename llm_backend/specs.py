@@ -38,7 +38,10 @@ class ModelSpec:
     n_ctx: int = DEFAULT_N_CTX
     n_batch: int = 512
     n_threads: int | None = None
+    slots: int = 8
     max_queue: int = 64
+    queue_timeout: float = 30.0
+    prefix_block: int = 64
     owned_by: str = "self-hosted"
 
 
@@ -46,7 +49,8 @@ def default_spec() -> ModelSpec:
     return ModelSpec(name=DEFAULT_MODEL_NAME, path=BUILTIN_GEMMA, chat_format="gemma")
 
 
-_INT_KEYS = {"n_ctx", "n_batch", "n_threads", "max_queue"}
+_INT_KEYS = {"n_ctx", "n_batch", "n_threads", "slots", "max_queue", "prefix_block"}
+_NUMBER_KEYS = {"queue_timeout"}
 _STR_KEYS = {"name", "path", "chat_format", "chat_template", "owned_by"}
 
 
@@ -76,6 +80,10 @@ def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | Non
     for key, value in entry.items():
         if key in _INT_KEYS and value is not None and (not isinstance(value, int) or value < 1):
             raise SpecError(f"{where}: '{key}' must be a positive integer, not {value!r}.")
+        if key in _NUMBER_KEYS and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise SpecError(f"{where}: '{key}' must be a positive number of seconds, not {value!r}.")
         if key in _STR_KEYS and value is not None and not isinstance(value, str):
             raise SpecError(f"{where}: '{key}' must be a string, not {value!r}.")
     if entry.get("chat_format") and entry.get("chat_template"):
@@ -110,10 +118,17 @@ def build_specs(
     chat_format: str | None,
     chat_template_file: str | None,
     n_ctx: int | None,
+    tuning: dict[str, int | float | None] | None = None,
 ) -> list[ModelSpec]:
-    """The served models: from a TOML file, else one model from variables, else the default."""
+    """The served models: from a TOML file, else one model from variables, else the default.
+
+    ``tuning`` (slots, max_queue, queue_timeout from the environment) applies to every model
+    that does not set the key itself.
+    """
+    chosen: dict[str, int | float] = {k: v for k, v in (tuning or {}).items() if v is not None}
     if models_file:
-        return specs_from_file(Path(models_file))
+        specs = specs_from_file(Path(models_file))
+        return [_tuned(spec, chosen, where=f"{models_file} model '{spec.name}'") for spec in specs]
     if model_path:
         entry: dict[str, Any] = {
             "name": model_name or Path(model_path).stem,
@@ -122,6 +137,7 @@ def build_specs(
             "chat_template_file": chat_template_file,
             "n_ctx": n_ctx or DEFAULT_N_CTX,
         }
+        entry.update(chosen)
         return [spec_from_mapping({k: v for k, v in entry.items() if v is not None}, where="LLM_MODEL_PATH")]
     spec = default_spec()
     overrides: dict[str, Any] = {}
@@ -129,9 +145,17 @@ def build_specs(
         overrides["name"] = model_name
     if n_ctx:
         overrides["n_ctx"] = n_ctx
+    overrides.update(chosen)
     if overrides:
         spec = spec_from_mapping({**_as_mapping(spec), **overrides}, where="default model")
     return [spec]
+
+
+def _tuned(spec: ModelSpec, tuning: dict[str, int | float], *, where: str) -> ModelSpec:
+    """``spec`` with environment tuning for the keys its file left at their defaults."""
+    defaults = ModelSpec(name=spec.name, path=spec.path)
+    unset = {k: v for k, v in tuning.items() if getattr(spec, k) == getattr(defaults, k)}
+    return spec_from_mapping({**_as_mapping(spec), **unset}, where=where) if unset else spec
 
 
 def _as_mapping(spec: ModelSpec) -> dict[str, Any]:

@@ -40,6 +40,12 @@ QUEUE_DEPTH = Gauge(
     "llm_queue_depth", "Generations waiting per model.", ["model"], multiprocess_mode="livesum"
 )
 BUSY_SLOTS = Gauge("llm_busy_slots", "Generations running per model.", ["model"], multiprocess_mode="livesum")
+TOKENS_PER_SECOND = Gauge(
+    "llm_tokens_per_second",
+    "Tokens generated per second per model, over the last 10 seconds.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 
 
 API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
@@ -79,6 +85,7 @@ def refresh_engine_gauges() -> None:
     for name, stats in registry.stats().items():
         QUEUE_DEPTH.labels(name).set(stats["queue_depth"])
         BUSY_SLOTS.labels(name).set(stats["slots_busy"])
+        TOKENS_PER_SECOND.labels(name).set(stats["tokens_per_second"])
 
 
 def render() -> tuple[bytes, str]:

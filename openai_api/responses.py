@@ -142,11 +142,24 @@ class Completion(BaseModel):
     usage: UsageOut | None = None
 
 
+class ModelStats(BaseModel):
+    """Live figures of a served model (not in OpenAI's schema, which allows extra fields)."""
+
+    n_ctx: int
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+    generated_tokens: int
+    cached_prompt_tokens: int
+    tokens_per_second: float
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    stats: ModelStats | None = None
 
 
 class ModelList(BaseModel):

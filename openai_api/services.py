@@ -18,7 +18,7 @@ from django.conf import settings
 from pydantic import BaseModel
 
 from llm_backend.exceptions import EngineError, ModelNotFound
-from llm_backend.registry import get_registry
+from llm_backend.registry import ModelInfo, get_registry
 from llm_backend.scheduler import GenerationStream, Scheduler
 from llm_backend.types import (
     Finished,
@@ -91,10 +91,8 @@ async def generation_start(
         len(p.tokens) + scheduler.max_new_tokens(r, p) for r, p in zip(requests, prepared, strict=True)
     )
     await rate_limiter().reserve(record.admission, reserve)
-    streams: list[GenerationStream] = []
+    streams = await scheduler.submit_many(list(zip(requests, prepared, strict=True)))
     try:
-        for request, prompt in zip(requests, prepared, strict=True):
-            streams.append(await scheduler.submit(request, prompt))
         first = await anext(streams[0])
     except BaseException:
         for stream in streams:
@@ -106,14 +104,42 @@ async def generation_start(
 
 
 async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[int, GenerationEvent]]:
-    """Every event of every choice, choice by choice; cancels the engine work when closed early."""
+    """Every event of every choice as the engine produces it (the choices of ``n`` run together,
+    so their events interleave, in order within each choice); cancels the engine work when closed
+    early. An engine failure of any choice is raised."""
+    streams = started.streams
     try:
         yield 0, started.first
-        for index, stream in enumerate(started.streams):
-            async for event in stream:
-                yield index, event
+        if len(streams) == 1:
+            async for event in streams[0]:
+                yield 0, event
+            return
+        merged: asyncio.Queue[tuple[int, GenerationEvent | EngineError | None]] = asyncio.Queue()
+
+        async def pump(index: int, stream: GenerationStream) -> None:
+            try:
+                async for event in stream:
+                    merged.put_nowait((index, event))
+                merged.put_nowait((index, None))
+            except EngineError as exc:
+                merged.put_nowait((index, exc))
+
+        pumps = [asyncio.create_task(pump(i, stream)) for i, stream in enumerate(streams)]
+        try:
+            running = len(streams)
+            while running:
+                index, item = await merged.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, EngineError):
+                    raise item
+                else:
+                    yield index, item
+        finally:
+            for task in pumps:
+                task.cancel()
     finally:
-        for stream in started.streams:
+        for stream in streams:
             stream.cancel()
 
 
@@ -168,14 +194,12 @@ async def generation_collect(started: StartedGeneration, meter: UsageMeter) -> l
 
 async def model_cards(*, api_key: ApiKey) -> wire.ModelList:
     """The models ``api_key`` may use."""
-    infos = await asyncio.to_thread(get_registry().infos)
+    registry = get_registry()
+    infos = await asyncio.to_thread(registry.infos)
+    stats = registry.stats()
     return wire.ModelList(
         object="list",
-        data=[
-            wire.ModelCard(id=i.name, object="model", created=i.created, owned_by=i.owned_by)
-            for i in infos
-            if api_key.allows_model(i.name)
-        ],
+        data=[_card(info, stats.get(info.name)) for info in infos if api_key.allows_model(info.name)],
     )
 
 
@@ -183,8 +207,17 @@ async def model_card(model_id: str, *, api_key: ApiKey) -> wire.ModelCard:
     """One model, or ModelNotFound (also when ``api_key`` may not use it)."""
     if not api_key.allows_model(model_id):
         raise ModelNotFound(model_id)
-    info = await asyncio.to_thread(get_registry().info, model_id)
-    return wire.ModelCard(id=info.name, object="model", created=info.created, owned_by=info.owned_by)
+    registry = get_registry()
+    info = await asyncio.to_thread(registry.info, model_id)
+    return _card(info, registry.stats().get(info.name))
+
+
+def _card(info: ModelInfo, stats: dict[str, int | float] | None) -> wire.ModelCard:
+    """OpenAI's model object, plus this server's live ``stats`` of it (an extra field SDKs keep)."""
+    card = wire.ModelCard(id=info.name, object="model", created=info.created, owned_by=info.owned_by)
+    if stats is not None:
+        card.stats = wire.ModelStats.model_validate({"n_ctx": info.n_ctx, **stats})
+    return card
 
 
 ChunkRenderer = Callable[[int, GenerationEvent], list[BaseModel]]

@@ -1,14 +1,17 @@
-"""The engine on the real model, in this process: caching never changes an output."""
+"""The engine and its batching scheduler on the real model, in this process."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from llm_backend.engine import PREFILL_CHUNK, LlamaEngine
-from llm_backend.exceptions import ContextLengthExceeded, InvalidConstraint, InvalidTokens
+from llm_backend.engine import LlamaEngine
+from llm_backend.exceptions import ContextLengthExceeded, EngineOverloaded, InvalidConstraint, InvalidTokens
+from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.sequences import PREFILL_CHUNK
 from llm_backend.specs import default_spec
 from llm_backend.types import (
     ChatMessage,
@@ -21,6 +24,7 @@ from llm_backend.types import (
 from tests.support import ROOT
 
 SYSTEM = "You are a careful assistant who answers in one short sentence. " * 8
+NEVER_END = ((1, -100.0), (106, -100.0))  # <eos> and <end_of_turn>: every sequence runs to max_tokens
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +37,20 @@ def engine() -> Iterator[LlamaEngine]:
     loaded.close()
 
 
-def _run(
-    engine: LlamaEngine, prompt: str | tuple[ChatMessage, ...], sampling: SamplingParams
-) -> tuple[str, Finished]:
-    request = GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id="r")
+@pytest.fixture(scope="module")
+def scheduler(engine: LlamaEngine) -> Iterator[Scheduler]:
+    running = Scheduler(engine, slots=8)
+    yield running
+    running.stop()
+
+
+def _request(prompt: str | tuple[ChatMessage, ...], sampling: SamplingParams) -> GenerationRequest:
+    return GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id="r")
+
+
+async def _read(stream: GenerationStream) -> tuple[str, Finished]:
     text, finished = "", None
-    for event in engine.generate(engine.prepare(request), sampling, threading.Event()):
+    async for event in stream:
         if isinstance(event, TextDelta):
             text += event.text
         elif isinstance(event, Finished):
@@ -47,40 +59,133 @@ def _run(
     return text, finished
 
 
+def _run(
+    scheduler: Scheduler, prompt: str | tuple[ChatMessage, ...], sampling: SamplingParams
+) -> tuple[str, Finished]:
+    async def run() -> tuple[str, Finished]:
+        return await _read(await scheduler.submit(_request(prompt, sampling)))
+
+    return asyncio.run(run())
+
+
+def _run_together(scheduler: Scheduler, requests: list[GenerationRequest]) -> list[tuple[str, Finished]]:
+    """Queue ``requests`` at once, so that they are admitted in the same step."""
+
+    async def run() -> list[tuple[str, Finished]]:
+        items = [(r, await scheduler.prepare(r)) for r in requests]
+        streams = await scheduler.submit_many(items)
+        return list(await asyncio.gather(*(_read(s) for s in streams)))
+
+    return asyncio.run(run())
+
+
 @pytest.mark.parametrize(
     "sampling",
     [SamplingParams(max_tokens=24, temperature=0), SamplingParams(max_tokens=24, temperature=1.0, seed=9)],
 )
 def test_output_does_not_depend_on_what_ran_before(engine: LlamaEngine, sampling: SamplingParams) -> None:
     chat = (ChatMessage("system", SYSTEM), ChatMessage("user", "Name a fruit."))
-    engine._last_prompt = None
-    engine._llama.n_tokens = 0
-    cold, cold_end = _run(engine, chat, sampling)
-    same_again, again_end = _run(engine, chat, sampling)
-    _run(engine, (ChatMessage("system", SYSTEM), ChatMessage("user", "Name a colour.")), sampling)
-    after_shared_prefix, shared_end = _run(engine, chat, sampling)
-    _run(engine, "Something else entirely", sampling)
-    after_other, _ = _run(engine, chat, sampling)
+    scheduler = Scheduler(engine, slots=2)
+    try:
+        cold, cold_end = _run(scheduler, chat, sampling)
+        same_again, again_end = _run(scheduler, chat, sampling)
+        _run(scheduler, (ChatMessage("system", SYSTEM), ChatMessage("user", "Name a colour.")), sampling)
+        after_shared_prefix, shared_end = _run(scheduler, chat, sampling)
+        _run(scheduler, "Something else entirely", sampling)
+        after_other, _ = _run(scheduler, chat, sampling)
+    finally:
+        scheduler.stop()
 
     assert cold == same_again == after_shared_prefix == after_other
     assert cold_end.usage.cached_tokens == 0
-    assert again_end.usage.cached_tokens == again_end.usage.prompt_tokens
-    assert shared_end.usage.cached_tokens >= PREFILL_CHUNK
-    assert shared_end.usage.cached_tokens % PREFILL_CHUNK == 0
+    for reused in (again_end, shared_end):
+        assert reused.usage.cached_tokens >= PREFILL_CHUNK
+        assert reused.usage.cached_tokens % PREFILL_CHUNK == 0
 
 
-def test_cancelling_stops_before_the_next_token(engine: LlamaEngine) -> None:
-    sampling = SamplingParams(max_tokens=500, temperature=0)
-    cancelled = threading.Event()
-    request = GenerationRequest(model="m", prompt="1, 2, 3,", sampling=sampling, request_id="r")
-    events = []
-    for event in engine.generate(engine.prepare(request), sampling, cancelled):
-        events.append(event)
-        if len(events) == 3:
-            cancelled.set()
+def test_a_sequence_depends_on_how_many_share_its_batch_never_on_what_they_say(scheduler: Scheduler) -> None:
+    """The strongest determinism that batching keeps (the same request alone and among seven
+    others can differ: bench/batch_numerics.py shows it). Same count and lengths, other text."""
+    target = _request("The three most useful kitchen tools are", SamplingParams(max_tokens=40, temperature=0))
 
-    assert len(events) == 3
-    assert not any(isinstance(e, Finished) for e in events)
+    def neighbours(topic: str) -> list[GenerationRequest]:
+        return [
+            _request(
+                f"Story {i} about a {topic}:",
+                SamplingParams(max_tokens=40, temperature=0.9, seed=i, logit_bias=NEVER_END),
+            )
+            for i in range(7)
+        ]
+
+    cats, dogs = neighbours("cat"), neighbours("dog")
+    lengths = {len(scheduler.engine.prepare(r).tokens) for r in cats + dogs}
+    among_cats = _run_together(scheduler, [target, *cats])
+    among_dogs = _run_together(scheduler, [target, *dogs])
+    again = _run_together(scheduler, [target, *cats])
+
+    assert len(lengths) == 1
+    assert among_cats[0] == among_dogs[0] == again[0]
+    assert [text for text, _ in among_cats[1:]] != [text for text, _ in among_dogs[1:]]
+    assert all(end.usage.completion_tokens == 40 for _, end in among_cats[1:] + among_dogs[1:])
+
+
+def test_choices_of_one_prompt_evaluate_it_once(scheduler: Scheduler) -> None:
+    sampling = SamplingParams(max_tokens=12, temperature=0)
+    prompt = "A list of prime numbers: 2, 3, 5,"
+    results = _run_together(scheduler, [_request(prompt, sampling) for _ in range(3)])
+
+    prompt_tokens = results[0][1].usage.prompt_tokens
+    assert [end.usage.cached_tokens for _, end in results[1:]] == [prompt_tokens, prompt_tokens]
+    assert results[0][0] == results[1][0] == results[2][0]
+
+
+def test_a_full_queue_and_a_long_wait_are_refused_as_overloaded(engine: LlamaEngine) -> None:
+    long = SamplingParams(max_tokens=2000, temperature=0, logit_bias=NEVER_END)
+    scheduler = Scheduler(engine, slots=1, max_queue=1, queue_timeout=0.5)
+
+    async def run() -> tuple[EngineOverloaded, EngineOverloaded, float]:
+        running = await scheduler.submit(_request("Count: 1, 2, 3,", long))
+        await anext(running)
+        waiting = await scheduler.submit(_request("Hello", long))
+        with pytest.raises(EngineOverloaded) as full:
+            await scheduler.submit(_request("Hello again", long))
+        queued_at = time.monotonic()
+        with pytest.raises(EngineOverloaded) as timed_out:
+            await anext(waiting)
+        waited = time.monotonic() - queued_at
+        running.cancel()
+        return full.value, timed_out.value, waited
+
+    try:
+        full, timed_out, waited = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert full.retry_after >= 1 and timed_out.retry_after >= 1
+    assert 0.4 < waited < 10
+
+
+def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once(engine: LlamaEngine) -> None:
+    long = SamplingParams(max_tokens=2000, temperature=0, logit_bias=NEVER_END)
+    scheduler = Scheduler(engine, slots=1)
+
+    async def run() -> tuple[int, float, bool]:
+        running = await scheduler.submit(_request("1, 2, 3,", long))
+        seen = [await anext(running) for _ in range(3)]
+        queued = await scheduler.submit(_request("Hello", SamplingParams(max_tokens=2, temperature=0)))
+        await asyncio.sleep(0.3)
+        started_before_cancel = scheduler.stats()["queue_depth"] == 0
+        cancelled_at = time.monotonic()
+        running.cancel()
+        await anext(queued)
+        return len(seen), time.monotonic() - cancelled_at, started_before_cancel
+
+    try:
+        seen, delay, started_early = asyncio.run(run())
+    finally:
+        scheduler.stop()
+    assert seen == 3
+    assert not started_early
+    assert delay < 5  # one step is tens of milliseconds; the bound only guards against a hang
 
 
 def test_refusals_are_typed(engine: LlamaEngine) -> None:

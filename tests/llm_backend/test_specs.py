@@ -60,6 +60,11 @@ def test_several_models_from_toml_with_relative_paths(tmp_path: Path) -> None:
         ('[[models]]\nname = "a"\npath = "x"\n[[models]]\nname = "a"\npath = "y"\n', "used twice"),
         ('[[models]]\nname = "a"\npath = "x"\nchat_format = "gemma"\nchat_template = "t"\n', "not both"),
         ("models = 3\n", "expected one or more [[models]]"),
+        ('[[models]]\nname = "a"\npath = "x"\nslots = 0\n', "'slots' must be a positive integer"),
+        (
+            '[[models]]\nname = "a"\npath = "x"\nqueue_timeout = "soon"\n',
+            "'queue_timeout' must be a positive",
+        ),
         ("[[models]\n", "LLM_MODELS_FILE"),
     ],
 )
@@ -74,3 +79,18 @@ def test_invalid_toml_is_refused_with_a_sentence_naming_the_problem(
 
     assert message in str(error.value)
     assert str(config) in str(error.value)
+
+
+def test_environment_tuning_applies_where_the_file_left_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[[models]]\nname = "a"\npath = "a.gguf"\nslots = 2\n\n[[models]]\nname = "b"\npath = "b.gguf"\n'
+    )
+    tuning = {"slots": 4, "max_queue": 10, "queue_timeout": 2.5, "prefix_block": None}
+
+    a, b = build_specs(**{**NO_ENV, "models_file": str(config)}, tuning=tuning)
+    [default] = build_specs(**NO_ENV, tuning=tuning)
+
+    assert (a.slots, a.max_queue, a.queue_timeout, a.prefix_block) == (2, 10, 2.5, 64)
+    assert (b.slots, b.max_queue, b.queue_timeout) == (4, 10, 2.5)
+    assert (default.slots, default.max_queue, default.queue_timeout) == (4, 10, 2.5)

@@ -1,0 +1,129 @@
+"""One model's decoding context: many sequences in one KV cache, advanced by one decode per step.
+
+With :mod:`llm_backend.engine` it is one of the two modules that import ``llama_cpp``. A
+:class:`BatchContext` belongs to one scheduler thread and is not thread-safe. Sequence ids are
+the slot numbers ``0..slots-1``; the KV cache is unified (one pool of ``slots * n_ctx`` cells
+shared by all sequences), so copying a prefix from one sequence to another shares its cells
+instead of copying them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from llama_cpp import llama_cpp as llama_c
+
+from .engine import LlamaEngine
+from .exceptions import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """One token of one sequence in a step; ``output`` asks for its logits."""
+
+    token: int
+    position: int
+    seq: int
+    output: bool
+
+
+class DecodeFailed(RuntimeError):
+    """llama_decode refused a batch (no room in the KV cache, or an internal error)."""
+
+
+class BatchContext:
+    """A llama.cpp context with ``slots`` sequences and room for ``n_batch`` tokens a step."""
+
+    def __init__(self, engine: LlamaEngine, *, slots: int) -> None:
+        spec = engine.spec
+        self.engine = engine
+        self.slots = slots
+        self.n_batch = max(spec.n_batch, slots)
+        threads = spec.n_threads or os.cpu_count() or 1
+        params = llama_c.llama_context_default_params()
+        params.n_ctx = engine.n_ctx * slots
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = slots
+        params.kv_unified = True
+        params.swa_full = False
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self._ctx = llama_c.llama_init_from_model(engine.model, params)
+        if not self._ctx:
+            raise ModelLoadError(
+                f"Model '{spec.name}': cannot create a context of {params.n_ctx} tokens for {slots} slots."
+            )
+        self._memory = llama_c.llama_get_memory(self._ctx)
+        self._batch: Any = llama_c.llama_batch_init(self.n_batch, 0, 1)
+        self.n_vocab = engine.n_vocab
+
+    def decode(self, entries: Sequence[BatchEntry]) -> None:
+        """Evaluate ``entries`` in one ``llama_decode``; their logits are then readable by index."""
+        batch = self._batch
+        batch.n_tokens = len(entries)
+        token, pos, n_seq, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, entry in enumerate(entries):
+            token[i] = entry.token
+            pos[i] = entry.position
+            n_seq[i] = 1
+            seq_id[i][0] = entry.seq
+            logits[i] = entry.output
+        status = llama_c.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise DecodeFailed(f"llama_decode returned {status} for a batch of {len(entries)} tokens")
+
+    def logits(self, index: int) -> npt.NDArray[np.float32]:
+        """The logits of batch entry ``index`` of the last decode (a view, valid until the next)."""
+        row = llama_c.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
+
+    def argmax(self, index: int) -> int:
+        return int(np.argmax(self.logits(index)))
+
+    def sample(self, chain: Any, index: int) -> int:
+        """Run ``chain`` on entry ``index``'s logits; the chain accepts the token it picks."""
+        return int(llama_c.llama_sampler_sample(chain, self._ctx, index))
+
+    def truncate(self, seq: int, length: int) -> bool:
+        """Keep the first ``length`` positions of ``seq`` and drop the rest; False if it cannot."""
+        return bool(llama_c.llama_memory_seq_rm(self._memory, seq, length, -1))
+
+    def copy_prefix(self, source: int, target: int, length: int) -> None:
+        """Make ``target`` hold ``source``'s first ``length`` positions (``target`` is emptied first)."""
+        llama_c.llama_memory_seq_rm(self._memory, target, -1, -1)
+        if length > 0:
+            llama_c.llama_memory_seq_cp(self._memory, source, target, 0, length)
+
+    def prefix_usable(self, seq: int, length: int) -> bool:
+        """Whether the KV ``seq`` holds still lets it continue at ``length``.
+
+        A sliding-window layer forgets positions that fell out of its window; those are needed
+        again when a sequence continues from an earlier point (as llama-server checks too).
+        """
+        if length <= 0:
+            return True
+        oldest = int(llama_c.llama_memory_seq_pos_min(self._memory, seq))
+        if oldest < 0:
+            return False
+        return self.engine.n_swa <= 0 or oldest <= max(0, length - self.engine.n_swa)
+
+    def clear(self, seq: int) -> None:
+        llama_c.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_c.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_c.llama_free(self._ctx)
+            self._ctx = None
