@@ -11,6 +11,7 @@ from llm_backend.registry import get_registry  # noqa: E402  (needs configured s
 from openai_api.metrics import mark_this_process_dead  # noqa: E402
 from openai_api.request_log_writer import request_log_writer  # noqa: E402
 
+from .api_handler import ApiHandler, ApiRouter  # noqa: E402
 from .body_limit import BodyLimitMiddleware  # noqa: E402
 from .lifespan import LifespanMiddleware  # noqa: E402
 
@@ -23,5 +24,7 @@ def shutdown() -> None:
 
 
 application = LifespanMiddleware(
-    BodyLimitMiddleware(django_application), startup=get_registry().load, shutdown=shutdown
+    BodyLimitMiddleware(ApiRouter(ApiHandler(), django_application)),
+    startup=get_registry().load,
+    shutdown=shutdown,
 )

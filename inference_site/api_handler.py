@@ -1,0 +1,87 @@
+"""The ``/v1`` hot path: Django's ASGI handler with only the middleware an API request needs.
+
+The site's middleware list (sessions, CSRF, auth, messages, WhiteNoise) serves the admin and
+the management API. Most of it is synchronous, so under ASGI Django runs each piece through
+``sync_to_async``: about a dozen thread hops per request, which on a machine whose cores are
+busy decoding cost milliseconds each. ``/v1`` requests authenticate with API keys and need
+none of it: :class:`ApiHandler` runs them through :data:`API_MIDDLEWARE` only, whose
+security and frame headers are set inline on the event loop (they do no I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+
+from .lifespan import ASGIApp, Receive, Scope, Send
+
+API_PREFIX = "/v1/"
+API_MIDDLEWARE = [
+    "inference_site.api_handler.InlineSecurityMiddleware",
+    "inference_site.cors.CorsMiddleware",
+    "inference_site.api_handler.InlineFrameOptionsMiddleware",
+]
+
+
+class InlineSecurityMiddleware(SecurityMiddleware):
+    """Django's SecurityMiddleware with its two hooks called on the event loop, not in a thread."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        redirect = self.process_request(request)
+        if redirect is not None:
+            return redirect
+        response = await cast(Awaitable[HttpResponse], self.get_response(request))
+        return self.process_response(request, response)
+
+
+class InlineFrameOptionsMiddleware(XFrameOptionsMiddleware):
+    """Django's X-Frame-Options middleware, run on the event loop."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        response = await cast(Awaitable[HttpResponse], self.get_response(request))
+        return self.process_response(request, response)
+
+
+class ApiHandler(ASGIHandler):
+    """An ASGIHandler whose middleware chain is :data:`API_MIDDLEWARE`, without a per-request
+    thread for synchronous work.
+
+    Django wraps each request in asgiref's ``ThreadSensitiveContext``, which gives every
+    request a new thread for its thread-sensitive ``sync_to_async`` calls (the ORM): a thread
+    started per request and, since Django's connections are per thread, a new database
+    connection per request. The API's only such work is the key lookup, so here it all runs
+    on asgiref's one shared thread, whose connection persists (``DB_CONN_MAX_AGE``).
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        site_middleware = settings.MIDDLEWARE
+        settings.MIDDLEWARE = API_MIDDLEWARE
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = site_middleware
+
+
+class ApiRouter:
+    """Send ``/v1/`` HTTP requests to ``api`` and everything else to ``site``."""
+
+    def __init__(self, api: ASGIApp, site: ASGIApp) -> None:
+        self.api = api
+        self.site = site
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+            await self.api(scope, receive, send)
+        else:
+            await self.site(scope, receive, send)
