@@ -1,6 +1,6 @@
 """Streaming load against any OpenAI-compatible server; prints one table row per concurrency.
 
-    .venv/bin/python bench/load.py --base-url http://127.0.0.1:8000/v1 --concurrency 1,4,8
+    .venv/bin/python -m bench.load --base-url http://127.0.0.1:8000/v1 --concurrency 1,4,8,16
 
 For each level it runs ``--rounds`` requests per client, each streaming ``--max-tokens``
 tokens at temperature 0, and reports total output tok/s, time to first token (p50/p95),
@@ -36,15 +36,30 @@ class LevelResult:
     wall: float
     samples: list[Sample]
 
+    @property
+    def ok(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is None]
+
+    def tokens_per_second(self) -> float:
+        return sum(s.tokens for s in self.ok) / self.wall
+
+    def values(self, kind: str) -> list[float]:
+        if kind == "ttft":
+            return [s.ttft for s in self.ok if s.ttft is not None]
+        return [g for s in self.ok for g in s.gaps]
+
+    def percentile(self, kind: str, pct: int) -> float:
+        """The ``pct`` percentile of ``ttft`` or ``itl`` (inter-token gaps), in seconds (nan if none)."""
+        ordered = sorted(self.values(kind))
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
     def row(self) -> str:
-        ok = [s for s in self.samples if s.error is None]
-        tokens = sum(s.tokens for s in ok)
-        ttfts = [s.ttft for s in ok if s.ttft is not None]
-        gaps = [g for s in ok for g in s.gaps]
+        cells = [_ms(self.percentile(k, p)) for k in ("ttft", "itl") for p in (50, 95)]
         return (
-            f"| {self.concurrency:>4} | {len(self.samples):>4} | {tokens / self.wall:>8.1f} | "
-            f"{_ms(ttfts, 50)} | {_ms(ttfts, 95)} | {_ms(gaps, 50)} | {_ms(gaps, 95)} | "
-            f"{len(self.samples) - len(ok):>6} |"
+            f"| {self.concurrency:>4} | {len(self.samples):>4} | {self.tokens_per_second():>8.1f} | "
+            f"{' | '.join(cells)} | {len(self.samples) - len(self.ok):>6} |"
         )
 
 
@@ -54,20 +69,16 @@ HEADER = (
 )
 
 
-def _ms(values: list[float], pct: int) -> str:
-    if not values:
-        return "       -"
-    ordered = sorted(values)
-    value = ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-    return f"{value * 1000:6.0f}ms"
+def _ms(value: float) -> str:
+    return "       -" if value != value else f"{value * 1000:6.0f}ms"
 
 
-async def one_stream(http: httpx.AsyncClient, args: argparse.Namespace, index: int) -> Sample:
+async def one_stream(http: httpx.AsyncClient, model: str, max_tokens: int, index: int) -> Sample:
     sample = Sample()
     body = {
-        "model": args.model,
+        "model": model,
         "messages": [{"role": "user", "content": f"Tell me a long story about the number {index}."}],
-        "max_tokens": args.max_tokens,
+        "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -99,14 +110,19 @@ async def one_stream(http: httpx.AsyncClient, args: argparse.Namespace, index: i
     return sample
 
 
-async def run_level(args: argparse.Namespace, concurrency: int) -> LevelResult:
-    headers = {"Authorization": f"Bearer {args.api_key}"}
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=600, limits=limits) as http:
+async def run_level(
+    base_url: str, api_key: str, model: str, concurrency: int, rounds: int, max_tokens: int
+) -> LevelResult:
+    """``concurrency`` clients each streaming ``rounds`` chat completions one after another."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    # A new connection per request: llama-server closes idle keep-alive connections, and a
+    # request sent on one it just closed fails (RemoteProtocolError) through no fault of its own.
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600, limits=limits) as http:
         started = time.perf_counter()
 
         async def client(worker: int) -> list[Sample]:
-            return [await one_stream(http, args, worker * 100 + r) for r in range(args.rounds)]
+            return [await one_stream(http, model, max_tokens, worker * 100 + r) for r in range(rounds)]
 
         per_client = await asyncio.gather(*(client(w) for w in range(concurrency)))
         return LevelResult(concurrency, time.perf_counter() - started, [s for c in per_client for s in c])
@@ -119,7 +135,7 @@ def main() -> int:
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", default="sk-local")
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2, help="requests per client at each level")
     args = parser.parse_args()
@@ -130,7 +146,9 @@ def main() -> int:
         logger.info(
             "concurrency %d: %d streams of %d tokens ...", level, level * args.rounds, args.max_tokens
         )
-        result = asyncio.run(run_level(args, level))
+        result = asyncio.run(
+            run_level(args.base_url, args.api_key, args.model, level, args.rounds, args.max_tokens)
+        )
         logger.info("concurrency %d done in %.1f s", level, result.wall)
         rows.append(result.row())
     sys.stdout.write(f"\n{args.base_url}  model={args.model}  max_tokens={args.max_tokens}\n{HEADER}\n")

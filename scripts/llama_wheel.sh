@@ -2,28 +2,15 @@
 # Build (once per machine and CPU feature set) the pinned llama-cpp-python wheel and print the
 # folder that holds it, for `pip install --find-links`.
 #
-# Why not a plain `pip install`: its native build (-march=native) turns on llama.cpp's AMX
-# kernels on CPUs that have AMX, and those segfault on the first decode of Q4_K models
-# (llama.cpp issue #20824). We pass the CPU's own SIMD features explicitly, AMX never, and key
+# Why not a plain `pip install`: its native build turns on llama.cpp's AMX kernels, which
+# segfault here (see cpu_cmake_args.sh). We pass the CPU's own SIMD features explicitly and key
 # the wheelhouse by them so that pip's own cache can never hand back a wheel built otherwise.
 set -euo pipefail
 pip_bin=${1:?usage: llama_wheel.sh PATH/TO/pip}
 version=$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' "$(dirname "$0")/../requirements.txt")
 [ -n "$version" ] || { echo "llama_wheel.sh: no llama-cpp-python pin in requirements.txt" >&2; exit 1; }
 
-args="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
-case "$(uname -m)" in
-  x86_64)
-    flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
-    has() { [[ " $flags " == *" $1 "* ]]; }
-    for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
-                avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
-      if has "${pair%%:*}"; then args="$args -DGGML_${pair#*:}=ON"; else args="$args -DGGML_${pair#*:}=OFF"; fi
-    done
-    args="$args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-    ;;
-  *) args="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" ;;
-esac
+args=$("$(dirname "$0")/cpu_cmake_args.sh")
 
 key=$(printf '%s %s %s' "$version" "$(uname -m)" "$args" | sha256sum | cut -c1-16)
 house="${LLAMA_WHEELHOUSE:-$HOME/.cache/inference-server/wheels}/$key"

@@ -1,0 +1,258 @@
+"""Our server against llama.cpp's C++ `llama-server` and in-process llama-cpp-python, same model.
+
+    .venv/bin/python -m bench.compare [--concurrency 1,4,8,16] [--rounds 2] [--max-tokens 128]
+
+1. The ceiling for one stream: llama-cpp-python's own ``Llama.create_chat_completion`` streaming
+   in this process (no HTTP), the same chat prompt, temperature 0.
+2. Both servers started here on the default model with 8 slots and the same context per slot
+   (ours: uvicorn, one worker, ``LLM_SLOTS``; theirs: ``llama-server --parallel 8`` built by
+   bench/llama_server.sh with the same CPU flags), then, for each concurrency level, a load run
+   against ours and then against theirs (interleaved, so both see the same machine state).
+3. Tables for both, the ratios ours/theirs, and each server's resident memory (peak and after).
+
+The anchor binary comes from ``--llama-server`` or bench/llama_server.sh (builds it once).
+Progress goes to the log on stderr; the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.load import HEADER, LevelResult, run_level
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME = "gemma-3-270m"
+logger = logging.getLogger("bench.compare")
+
+
+@dataclass
+class Running:
+    name: str
+    base_url: str
+    api_key: str
+    process: subprocess.Popen[bytes]
+
+
+def _model_path() -> Path:
+    from llm_backend.model_files import resolve_model_path
+    from llm_backend.specs import default_spec
+
+    return resolve_model_path(default_spec(), ROOT / "var" / "models")
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of ``pid``, in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def in_process_ceiling(model: Path, max_tokens: int, runs: int) -> tuple[float, float]:
+    """llama-cpp-python's own streaming chat in this process: (tok/s per stream, first-token seconds)."""
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(model), n_ctx=4096, n_threads=os.cpu_count(), chat_format="gemma", verbose=False
+    )
+    rates, firsts = [], []
+    for run in range(runs + 1):
+        messages = [{"role": "user", "content": f"Tell me a long story about the number {run}."}]
+        started = time.perf_counter()
+        first, tokens = None, 0
+        for chunk in llm.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+        ):
+            delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
+            if delta.get("content"):
+                first = first or time.perf_counter() - started
+                tokens += 1
+        elapsed = time.perf_counter() - started
+        if run:  # the first run warms up
+            rates.append(tokens / elapsed)
+            firsts.append(first or elapsed)
+        logger.info("in-process run %d: %d tokens in %.2f s", run, tokens, elapsed)
+    llm.close()
+    return sum(rates) / len(rates), sorted(firsts)[len(firsts) // 2]
+
+
+def _wait_ready(base_url: str, api_key: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            response = httpx.get(
+                base_url + "/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=2
+            )
+            if response.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{base_url} did not answer within 180 s")
+
+
+@contextmanager
+def ours(port: int, slots: int, prefix_block: int, workdir: Path) -> Iterator[Running]:
+    env = {
+        **os.environ,
+        "SECRET_KEY": "bench-only-secret-key",
+        "VAR_DIR": str(workdir),
+        "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
+        "LLM_SLOTS": str(slots),
+        "LLM_PREFIX_BLOCK": str(prefix_block),
+        "LOG_LEVEL": "WARNING",
+    }
+    python = str(ROOT / ".venv" / "bin" / "python")
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    created = subprocess.run(
+        [python, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    key = created.stdout.decode().strip().splitlines()[-1]
+    command = [
+        python,
+        "-m",
+        "uvicorn",
+        "inference_site.asgi:application",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    log = (workdir / "ours.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1", key, process)
+        yield Running("ours", f"http://127.0.0.1:{port}/v1", key, process)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@contextmanager
+def llama_server(binary: str, model: Path, port: int, slots: int, workdir: Path) -> Iterator[Running]:
+    command = [
+        binary,
+        "--model", str(model),
+        "--port", str(port),
+        "--parallel", str(slots),
+        "--ctx-size", str(4096 * slots),
+        "--threads", str(os.cpu_count()),
+        "--chat-template", "gemma",
+        "--no-webui",
+    ]  # fmt: skip
+    log = (workdir / "llama-server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1", "none", process)
+        yield Running("llama-server", f"http://127.0.0.1:{port}/v1", "none", process)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _anchor_binary(given: str | None) -> str:
+    if given:
+        return given
+    logger.info("building or finding llama-server with bench/llama_server.sh ...")
+    built = subprocess.run([str(ROOT / "bench" / "llama_server.sh")], check=True, capture_output=True)
+    return built.stdout.decode().strip().splitlines()[-1]
+
+
+def _ratio_rows(levels: list[int], mine: list[LevelResult], theirs: list[LevelResult]) -> list[str]:
+    rows = [
+        "| conc | tok/s ours/theirs | ttft p50 ours-theirs | itl p50 ours/theirs |",
+        "|---:|---:|---:|---:|",
+    ]
+    for level, a, b in zip(levels, mine, theirs, strict=True):
+        rows.append(
+            f"| {level} | {a.tokens_per_second() / max(b.tokens_per_second(), 1e-9):.2f} | "
+            f"{(a.percentile('ttft', 50) - b.percentile('ttft', 50)) * 1000:+.0f} ms | "
+            f"{a.percentile('itl', 50) / max(b.percentile('itl', 50), 1e-9):.2f} |"
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--rounds", type=int, default=4, help="requests per client at each level")
+    parser.add_argument("--prefix-block", type=int, default=64, help="our LLM_PREFIX_BLOCK")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--ceiling-runs", type=int, default=3)
+    parser.add_argument("--llama-server", help="path of the llama-server binary (default: build it)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    model = _model_path()
+    binary = _anchor_binary(args.llama_server)
+
+    logger.info("in-process ceiling: %d runs of %d tokens ...", args.ceiling_runs, args.max_tokens)
+    ceiling, ceiling_first = in_process_ceiling(model, args.max_tokens, args.ceiling_runs)
+
+    results: dict[str, list[LevelResult]] = {"ours": [], "llama-server": []}
+    memory: dict[str, tuple[float, float]] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ours(18431, args.slots, args.prefix_block, Path(tmp)) as a,
+        llama_server(binary, model, 18432, args.slots, Path(tmp)) as b,
+    ):
+        for server in (a, b):  # one warm-up request each
+            asyncio.run(run_level(server.base_url, server.api_key, MODEL_NAME, 1, 1, 16))
+        for level in levels:
+            for server in (a, b):
+                logger.info("%s, concurrency %d ...", server.name, level)
+                result = asyncio.run(
+                    run_level(
+                        server.base_url, server.api_key, MODEL_NAME, level, args.rounds, args.max_tokens
+                    )
+                )
+                results[server.name].append(result)
+                logger.info("%s, concurrency %d: %.1f tok/s", server.name, level, result.tokens_per_second())
+        for server in (a, b):
+            memory[server.name] = _memory_mb(server.process.pid)
+
+    out = [
+        f"\nmodel={MODEL_NAME} max_tokens={args.max_tokens} rounds={args.rounds} slots={args.slots} "
+        f"prefix_block={args.prefix_block}",
+        f"\nin-process llama-cpp-python, one stream: {ceiling:.1f} tok/s, "
+        f"first token {ceiling_first * 1000:.0f} ms",
+    ]
+    for name, rows in results.items():
+        rss, peak = memory[name]
+        out += [f"\n{name}  (resident {rss:.0f} MB, peak {peak:.0f} MB)", HEADER, *(r.row() for r in rows)]
+        errors = Counter(s.error for r in rows for s in r.samples if s.error)
+        if errors:
+            out.append(f"errors: {dict(errors)}")
+    out += ["\nratios", *_ratio_rows(levels, results["ours"], results["llama-server"])]
+    one = results["ours"][levels.index(1)] if 1 in levels else None
+    if one is not None:
+        out.append(
+            f"\nours at 1 stream / in-process: {one.tokens_per_second() / ceiling:.2f}x tok/s, "
+            f"first token {(one.percentile('ttft', 50) - ceiling_first) * 1000:+.0f} ms"
+        )
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
