@@ -7,7 +7,8 @@
 2. Both servers started here on the default model with 8 slots and the same context per slot
    (ours: uvicorn, one worker, ``LLM_SLOTS``; theirs: ``llama-server --parallel 8`` built by
    bench/llama_server.sh with the same CPU flags), then, for each concurrency level, a load run
-   against ours and then against theirs (interleaved, so both see the same machine state).
+   against ours and then against theirs (interleaved, so both see the same machine state;
+   with ``--repeats N`` N runs each, alternating which goes first, pooled).
 3. Tables for both, the ratios ours/theirs, and each server's resident memory (peak and after).
 
 The anchor binary comes from ``--llama-server`` or bench/llama_server.sh (builds it once).
@@ -196,6 +197,9 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--rounds", type=int, default=4, help="requests per client at each level")
     parser.add_argument("--prefix-block", type=int, default=64, help="our LLM_PREFIX_BLOCK")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per server and level, alternating who goes first; pooled"
+    )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--ceiling-runs", type=int, default=3)
@@ -219,21 +223,29 @@ def main() -> int:
         for server in (a, b):  # one warm-up request each
             asyncio.run(run_level(server.base_url, server.api_key, MODEL_NAME, 1, 1, 16))
         for level in levels:
-            for server in (a, b):
-                logger.info("%s, concurrency %d ...", server.name, level)
-                result = asyncio.run(
-                    run_level(
-                        server.base_url, server.api_key, MODEL_NAME, level, args.rounds, args.max_tokens
+            runs: dict[str, list[LevelResult]] = {a.name: [], b.name: []}
+            for repeat in range(args.repeats):
+                for server in (a, b) if repeat % 2 == 0 else (b, a):
+                    logger.info("%s, concurrency %d, run %d ...", server.name, level, repeat + 1)
+                    result = asyncio.run(
+                        run_level(
+                            server.base_url, server.api_key, MODEL_NAME, level, args.rounds, args.max_tokens
+                        )
                     )
+                    runs[server.name].append(result)
+                    logger.info(
+                        "%s, concurrency %d: %.1f tok/s", server.name, level, result.tokens_per_second()
+                    )
+            for name, done in runs.items():
+                results[name].append(
+                    LevelResult(level, sum(r.wall for r in done), [s for r in done for s in r.samples])
                 )
-                results[server.name].append(result)
-                logger.info("%s, concurrency %d: %.1f tok/s", server.name, level, result.tokens_per_second())
         for server in (a, b):
             memory[server.name] = _memory_mb(server.process.pid)
 
     out = [
         f"\nmodel={MODEL_NAME} max_tokens={args.max_tokens} rounds={args.rounds} slots={args.slots} "
-        f"prefix_block={args.prefix_block}",
+        f"prefix_block={args.prefix_block} repeats={args.repeats}",
         f"\nin-process llama-cpp-python, one stream: {ceiling:.1f} tok/s, "
         f"first token {ceiling_first * 1000:.0f} ms",
     ]

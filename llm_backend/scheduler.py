@@ -150,7 +150,8 @@ class Scheduler:
     each at most ``queue_timeout`` seconds before it is answered 503 (EngineOverloaded).
 
     Cached prompt prefixes are reused in multiples of ``prefix_block`` tokens (see
-    :mod:`llm_backend.sequences`: the default keeps outputs independent of the cache).
+    :mod:`llm_backend.sequences`: the default keeps outputs independent of the cache) for
+    requests that can be reproduced (greedy, or seeded); a random request reuses any prefix.
     """
 
     def __init__(
@@ -339,7 +340,9 @@ class Scheduler:
         elif wants_prompt_logprobs:
             slot, cached = min(free, key=lambda s: s.last_used), 0
         else:
-            slot, cached = self._reuse(prompt, free)
+            sampling = job.request.sampling
+            reproducible = sampling.temperature <= 0 or sampling.seed is not None
+            slot, cached = self._reuse(prompt, free, self._prefix_block if reproducible else 1)
         if cached == 0 or leader is not None:
             self._context.clear(slot.index)
             slot.held = []
@@ -355,13 +358,11 @@ class Scheduler:
         if leader is None:
             self._cached_tokens += cached
 
-    def _reuse(self, prompt: tuple[int, ...], free: list[_Slot]) -> tuple[_Slot, int]:
-        """A free slot for ``prompt`` holding the longest usable prefix of it, and that length."""
+    def _reuse(self, prompt: tuple[int, ...], free: list[_Slot], block: int) -> tuple[_Slot, int]:
+        """A free slot for ``prompt`` holding the longest usable prefix of it (in multiples of
+        ``block``), and that length."""
         best, _, source = max(
-            (
-                (reusable_prefix(slot.held, prompt, self._prefix_block), not slot.busy, slot)
-                for slot in self._slots
-            ),
+            ((reusable_prefix(slot.held, prompt, block), not slot.busy, slot) for slot in self._slots),
             key=lambda scored: scored[:2],
         )
         if best and not source.busy:

@@ -205,3 +205,19 @@ def test_refusals_are_typed(engine: LlamaEngine) -> None:
     with pytest.raises(InvalidConstraint):
         prepare("hi", constraint=JsonConstraint(schema='{"type": "nonsense"}'))
     assert (bad_bias.value.param, bad_prompt.value.param) == ("logit_bias", "prompt")
+
+
+def test_random_requests_reuse_any_shared_prefix_reproducible_ones_whole_chunks(engine: LlamaEngine) -> None:
+    """A cache can only change what cannot be reproduced anyway: unseeded sampling."""
+    scheduler = Scheduler(engine, slots=1)
+    prompt = "A short prompt that is well under one chunk"
+    try:
+        _run(scheduler, prompt, SamplingParams(max_tokens=2, temperature=0))
+        _, random_end = _run(scheduler, prompt, SamplingParams(max_tokens=2, temperature=0.8))
+        _, greedy_end = _run(scheduler, prompt, SamplingParams(max_tokens=2, temperature=0))
+        _, seeded_end = _run(scheduler, prompt, SamplingParams(max_tokens=2, temperature=0.8, seed=1))
+    finally:
+        scheduler.stop()
+
+    assert random_end.usage.cached_tokens == random_end.usage.prompt_tokens - 1
+    assert greedy_end.usage.cached_tokens == seeded_end.usage.cached_tokens == 0
