@@ -36,9 +36,10 @@ logger = logging.getLogger(__name__)
 
 _END = object()
 STATS_LOG_INTERVAL = 10.0
-# At most this many prompt tokens join a step that also decodes running streams (two chunks):
-# a step's time grows with its tokens, and every running stream waits for it.
-PREFILL_TOKENS_WHILE_DECODING = 2 * PREFILL_CHUNK
+# At most this many prompt tokens join a step that also decodes running streams (four chunks,
+# or a dozen short prompts arriving together): a step's time grows with its tokens, about
+# 1.5 ms each here, and every running stream waits for it.
+PREFILL_TOKENS_WHILE_DECODING = 4 * PREFILL_CHUNK
 RATE_WINDOW = 10.0
 
 GenerationFactory = Callable[..., Generation]
