@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 _END = object()
 STATS_LOG_INTERVAL = 10.0
+DECODING_NICE = 5
 # At most this many prompt tokens join a step that also decodes running streams (four chunks,
 # or a dozen short prompts arriving together): a step's time grows with its tokens, about
 # 1.5 ms each here, and every running stream waits for it.
@@ -144,6 +146,20 @@ class _Outbox:
 def _deliver(items: list[tuple[_Job, object]]) -> None:
     for job, item in items:
         job.events.put_nowait(item)
+
+
+def _lower_decoding_priority() -> None:
+    """Give this thread, and the OpenMP threads llama.cpp starts from it, a nice value of +5.
+
+    Decoding keeps every core busy; the event loop, which parses requests and writes every
+    streamed token, then waits for a time slice. At a lower priority the decode threads
+    yield to it at once, and the event loop's work is small.
+    """
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + DECODING_NICE)
+    except (OSError, AttributeError):
+        logger.info("could not lower the decoding threads' priority; continuing")
 
 
 class Scheduler:
@@ -268,6 +284,7 @@ class Scheduler:
     # -- the scheduler's thread ---------------------------------------------------------
 
     def _run(self) -> None:
+        _lower_decoding_priority()
         outbox = _Outbox()
         try:
             while True:
@@ -368,7 +385,8 @@ class Scheduler:
         )
         if best and not source.busy:
             target = source
-            self._context.truncate(target.index, best)
+            if not self._context.truncate(target.index, best):
+                best = 0
         else:
             target = min(free, key=lambda s: s.last_used)
             if best:

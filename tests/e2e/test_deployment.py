@@ -53,6 +53,10 @@ def _away_from_window_edge() -> None:
 
 
 def test_two_workers_run_on_postgresql(cluster: Server) -> None:
+    # The server answers as soon as one worker is up; the other may still be loading.
+    deadline = time.monotonic() + 60
+    while cluster.log().count("loaded model gemma-3-270m") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert cluster.log().count("loaded model gemma-3-270m") == 2
     with psycopg.connect(cluster.environment["DATABASE_URL"].replace("postgres://", "postgresql://")) as db:
         assert db.execute("SELECT COUNT(*) FROM openai_api_apikey").fetchone() == (1,)
