@@ -72,3 +72,19 @@ def test_prune_request_logs_deletes_only_older_rows(db: None) -> None:
 def test_prune_request_logs_refuses_a_bad_age(db: None) -> None:
     with pytest.raises(CommandError, match="--older-than"):
         call_command("prune_request_logs", "--older-than", "soon")
+
+
+def test_welcome_gives_a_first_key_then_commands_that_run_in_the_users_shell(
+    db: None, settings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.DEBUG = True  # type: ignore[attr-defined]  # as under `make run`
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    first, again = StringIO(), StringIO()
+
+    call_command("welcome", "--port", "8001", stdout=first)
+    call_command("welcome", "--port", "8001", stdout=again)
+
+    key = next(line.split()[2] for line in first.getvalue().splitlines() if "API key:" in line)
+    assert ApiKey.objects.get().key_hash == key_hash(key)
+    assert "http://127.0.0.1:8001/v1" in first.getvalue()
+    assert "new one: DEBUG=true .venv/bin/python manage.py create_api_key NAME" in again.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +22,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         base_url = f"http://{host}:{port}/v1"
         model = settings.LLM_MODELS[0].name
+        # `make run` turns DEBUG on for its own commands only; the user's shell needs it too
+        # (or a SECRET_KEY) for manage.py to start.
+        manage = ".venv/bin/python manage.py"
+        if settings.DEBUG and not os.environ.get("SECRET_KEY"):
+            manage = "DEBUG=true " + manage
         if ApiKey.objects.exists():
             key = "sk-..."
-            key_line = "  API key:         (exists; new one: .venv/bin/python manage.py create_api_key NAME)"
+            key_line = f"  API key:         (exists; new one: {manage} create_api_key NAME)"
         else:
             _, key = api_key_create(name="first-run key")
             key_line = f"  API key:         {key}   (shown once: only its hash is stored)"
@@ -32,7 +38,7 @@ class Command(BaseCommand):
             f"  OpenAI base URL: {base_url}",
             key_line,
             f"  Models:          {', '.join(spec.name for spec in settings.LLM_MODELS)}",
-            "  Admin:           create a login with .venv/bin/python manage.py createsuperuser, then "
+            f"  Admin:           create a login with {manage} createsuperuser, then "
             f"http://{host}:{port}/admin/",
             "",
             "  Try it (in another terminal):",
