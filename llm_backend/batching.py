@@ -9,7 +9,6 @@ instead of copying them.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from llama_cpp import llama_cpp as llama_c
 
 from .engine import LlamaEngine
 from .exceptions import ModelLoadError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +42,6 @@ class BatchContext:
     def __init__(self, engine: LlamaEngine, *, slots: int) -> None:
         spec = engine.spec
         self.engine = engine
-        self.slots = slots
         self.n_batch = max(spec.n_batch, slots)
         threads = spec.n_threads or os.cpu_count() or 1
         params = llama_c.llama_context_default_params()
@@ -100,7 +96,7 @@ class BatchContext:
 
     def copy_prefix(self, source: int, target: int, length: int) -> None:
         """Make ``target`` hold ``source``'s first ``length`` positions (``target`` is emptied first)."""
-        llama_c.llama_memory_seq_rm(self._memory, target, -1, -1)
+        self.clear(target)
         if length > 0:
             llama_c.llama_memory_seq_cp(self._memory, source, target, 0, length)
 

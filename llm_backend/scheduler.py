@@ -198,7 +198,6 @@ class Scheduler:
         self._tokens_per_second = 0.0
         self._last_step_at = 0.0
         self._mean_seconds = 1.0
-        self._busy = 0
         self._last_stats_log = 0.0
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
         self._thread.start()
@@ -273,6 +272,11 @@ class Scheduler:
         if not self._thread.is_alive():
             self._context.close()
 
+    @property
+    def _busy(self) -> int:
+        """Slots holding a generation (read from any thread; changed only by the scheduler's)."""
+        return sum(1 for slot in self._slots if slot.busy)
+
     def _recently_active(self) -> bool:
         return time.monotonic() - self._last_step_at < RATE_WINDOW
 
@@ -333,7 +337,6 @@ class Scheduler:
         free = sum(1 for slot in self._slots if not slot.busy)
         admitted = [kept.popleft() for _ in range(min(free, len(kept)))]
         self._waiting = kept
-        self._busy += len(admitted)
         return admitted
 
     def _admit(self, job: _Job, outbox: _Outbox) -> None:
@@ -411,8 +414,6 @@ class Scheduler:
         """Free ``slot``; what its KV holds stays as a prefix cache. Its followers read their own prompt."""
         if slot.generation is not None:
             slot.generation.release()
-        if slot.job is not None:
-            self._busy -= 1
         slot.job, slot.generation, slot.leader = None, None, None
         slot.last_used = time.monotonic()
         for other in self._slots:
