@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Sum
 
 from .errors import ApiError
@@ -120,10 +121,16 @@ def _over_budget(admission: Admission) -> ApiError:
 
 
 def _month_used_in_database(key_id: int, month_start: datetime) -> int:
-    used = RequestLog.objects.filter(api_key_id=key_id, created__gte=month_start).aggregate(
-        t=Sum("total_tokens")
-    )
-    return int(used["t"] or 0)
+    """Tokens ``key_id`` used since ``month_start`` (run in a worker thread, rarely: once a month
+    per key and process). The thread's connection is closed afterwards: no request cycle ever
+    recycles it, so it would otherwise sit open (and go stale) until the process ends."""
+    try:
+        used = RequestLog.objects.filter(api_key_id=key_id, created__gte=month_start).aggregate(
+            t=Sum("total_tokens")
+        )
+        return int(used["t"] or 0)
+    finally:
+        connection.close()
 
 
 class LimitStore:
