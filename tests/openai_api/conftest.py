@@ -9,6 +9,15 @@ from django.utils import timezone
 
 from openai_api.api_keys import api_key_create
 from openai_api.models import ApiKey, RequestLog
+from openai_api.request_log_writer import request_log_writer
+
+
+@pytest.fixture(autouse=True)
+def _earlier_log_rows_written() -> None:
+    """Let the writer thread land rows queued by earlier tests before this one opens the test
+    database: a write racing a transactional test's teardown locks SQLite's shared in-memory
+    database ('database table is locked')."""
+    request_log_writer.flush(timeout=30)
 
 
 @pytest.fixture
