@@ -3,14 +3,15 @@
 ``/api/keys/`` lists and creates keys (the full key is in the create response only),
 ``/api/keys/{id}/revoke/`` revokes, ``/api/keys/{id}/usage/`` gives daily usage, and
 ``/api/request-logs/`` pages through the log with filters. Staff users authenticate with
-their admin session or a DRF token; every error has the ``/v1`` shape
+their admin session or a DRF token, and each action needs the Django model permission the
+admin would ask for (:mod:`openai_api.management_permissions`); every error has the ``/v1`` shape
 ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import Any, ClassVar
 
 import django_stubs_ext
 from django.db.models import QuerySet
@@ -24,6 +25,7 @@ from rest_framework.views import exception_handler
 
 from .api_keys import api_key_create, api_key_revoke
 from .errors import ApiError
+from .management_permissions import can_view
 from .models import ApiKey, RequestLog, clean_model_names
 from .selectors import api_key_usage_daily
 
@@ -63,6 +65,14 @@ class ApiKeyViewSet(
 ):
     queryset = ApiKey.objects.select_related("owner").order_by("-created")
     serializer_class = ApiKeySerializer
+    required_permissions: ClassVar[dict[str, tuple[str, ...]]] = {
+        "list": can_view("apikey"),
+        "retrieve": can_view("apikey"),
+        "usage": can_view("apikey"),
+        "metadata": can_view("apikey"),
+        "create": ("openai_api.add_apikey",),
+        "revoke": ("openai_api.change_apikey",),
+    }
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
@@ -96,6 +106,11 @@ class RequestLogViewSet(viewsets.ReadOnlyModelViewSet[RequestLog]):
 
     serializer_class = RequestLogSerializer
     lookup_field = "request_id"
+    required_permissions: ClassVar[dict[str, tuple[str, ...]]] = {
+        "list": can_view("requestlog"),
+        "retrieve": can_view("requestlog"),
+        "metadata": can_view("requestlog"),
+    }
 
     def get_queryset(self) -> QuerySet[RequestLog]:
         params = self.request.query_params

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from openai_api.keys import key_hash
+from openai_api.management_urls import router
 from openai_api.models import ApiKey
 
 
@@ -21,6 +22,29 @@ def _assert_error_shape(body: dict[str, Any]) -> None:
 @pytest.fixture
 def staff_token(staff_user: User) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=staff_user).key}"}
+
+
+def _staff_token_with(username: str, *codenames: str) -> dict[str, str]:
+    """A DRF token for a staff user (not a superuser) holding exactly ``codenames``."""
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="openai_api", codename__in=codenames)
+    )
+    return {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=user).key}"}
+
+
+@pytest.fixture
+def bare_staff_token(db: None) -> dict[str, str]:
+    return _staff_token_with("bare")
+
+
+@pytest.fixture
+def viewer_token(db: None) -> dict[str, str]:
+    return _staff_token_with("viewer", "view_apikey", "view_requestlog")
+
+
+def _create_key(client: Client, token: dict[str, str]) -> Any:
+    return client.post("/api/keys/", {"name": "svc"}, content_type="application/json", **token)
 
 
 @pytest.mark.parametrize("path", ["/api/keys/", "/api/request-logs/", "/api/keys/1/usage/"])
@@ -124,3 +148,94 @@ def test_request_logs_filter_by_key_and_date_range(
     assert (by_key, by_other_key, today_only) == (3, 0, 1)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
     assert impossible.status_code == 400 and impossible.json()["error"]["param"] == "until"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/keys/"),
+        ("get", "/api/keys/{key}/"),
+        ("get", "/api/keys/{key}/usage/"),
+        ("post", "/api/keys/{key}/revoke/"),
+        ("get", "/api/request-logs/"),
+        ("get", "/api/request-logs/chatcmpl-0/"),
+    ],
+)
+def test_staff_without_model_permissions_is_refused_in_one_shape(
+    bare_staff_token: dict[str, str], key_with_logs: tuple[ApiKey, str], method: str, path: str
+) -> None:
+    api_key, _ = key_with_logs
+
+    response = getattr(Client(), method)(path.format(key=api_key.pk), **bare_staff_token)
+
+    assert response.status_code == 403
+    _assert_error_shape(response.json())
+    assert response.json()["error"]["type"] == "permission_error"
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+
+
+def test_staff_without_add_permission_cannot_create_a_key(bare_staff_token: dict[str, str]) -> None:
+    response = _create_key(Client(), bare_staff_token)
+
+    assert response.status_code == 403
+    _assert_error_shape(response.json())
+    assert not ApiKey.objects.exists()
+
+
+def test_view_permissions_read_keys_usage_and_log_but_change_nothing(
+    viewer_token: dict[str, str], key_with_logs: tuple[ApiKey, str]
+) -> None:
+    api_key, _ = key_with_logs
+    client = Client()
+
+    reads = [
+        client.get("/api/keys/", **viewer_token),
+        client.get(f"/api/keys/{api_key.pk}/", **viewer_token),
+        client.get(f"/api/keys/{api_key.pk}/usage/", **viewer_token),
+        client.get("/api/request-logs/", **viewer_token),
+        client.get("/api/request-logs/chatcmpl-0/", **viewer_token),
+    ]
+    created = _create_key(client, viewer_token)
+    revoked = client.post(f"/api/keys/{api_key.pk}/revoke/", **viewer_token)
+
+    assert [r.status_code for r in reads] == [200] * 5
+    assert (created.status_code, revoked.status_code) == (403, 403)
+    _assert_error_shape(created.json())
+    _assert_error_shape(revoked.json())
+    assert ApiKey.objects.count() == 1
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+
+
+def test_viewing_keys_does_not_open_the_request_log(db: None) -> None:
+    token = _staff_token_with("key-viewer", "view_apikey")
+
+    keys = Client().get("/api/keys/", **token)
+    logs = Client().get("/api/request-logs/", **token)
+
+    assert (keys.status_code, logs.status_code) == (200, 403)
+
+
+def test_add_and_change_permissions_create_and_revoke(db: None) -> None:
+    token = _staff_token_with("key-manager", "add_apikey", "change_apikey")
+    client = Client()
+
+    created = _create_key(client, token)
+    revoked = client.post(f"/api/keys/{created.json()['id']}/revoke/", **token)
+    listed = client.get("/api/keys/", **token)
+
+    assert (created.status_code, revoked.status_code) == (201, 200)
+    assert revoked.json()["status"] == "revoked"
+    assert listed.status_code == 200, "change_apikey lets one view keys, as in the admin"
+
+
+def test_every_routed_action_states_the_permissions_it_needs() -> None:
+    for _, viewset, _ in router.registry:
+        routed = {
+            action
+            for route in router.get_routes(viewset)
+            for action in router.get_method_map(viewset, route.mapping).values()
+        }
+
+        assert routed | {"metadata"} <= set(viewset.required_permissions), viewset.__name__
