@@ -3,8 +3,9 @@
 Two phases per request. :meth:`RateLimiter.admit` (right after authentication) counts the
 request against requests-per-minute and takes a concurrency slot; :meth:`RateLimiter.reserve`
 (once the prompt is tokenized) reserves prompt plus max tokens against tokens-per-minute and
-the monthly budget. :meth:`RateLimiter.settle` (when the request ends, however it ends)
-replaces the reservation with the tokens really used and frees the slot.
+the monthly budget, in one atomic step, so concurrent requests cannot together overspend
+either. :meth:`RateLimiter.settle` (when the request ends, however it ends) replaces the
+reservation with the tokens really used, in both counters, and frees the slot.
 
 Windows are fixed UTC minutes. With ``REDIS_URL`` the counters live in Redis and every check
 is one atomic Lua script, so all workers and machines share them; without it they live in
@@ -70,6 +71,7 @@ class Admission:
     requests_used: int = 0
     tokens_used: int = 0
     reserved_tokens: int = 0
+    month_reserved: int = 0
     settled: bool = False
 
     def headers(self) -> dict[str, str]:
@@ -196,6 +198,9 @@ class MemoryLimitStore(LimitStore):
                 return "tokens"
             self._counts[tok_key] = a.tokens_used = used + tokens
             a.reserved_tokens = tokens
+            if budget is not None and month_key in self._counts:
+                self._counts[month_key] += tokens
+                a.month_reserved = tokens
         return None
 
     async def settle(self, a: Admission, actual_tokens: int) -> None:
@@ -204,7 +209,7 @@ class MemoryLimitStore(LimitStore):
             if tok_key in self._counts:
                 self._counts[tok_key] += actual_tokens - a.reserved_tokens
             if month_key in self._counts:
-                self._counts[month_key] += actual_tokens
+                self._counts[month_key] += actual_tokens - a.month_reserved
             self._slots.get(a.key_id, {}).pop(a.request_id, None)
 
     def _expire(self, now: float) -> None:
@@ -236,11 +241,16 @@ if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'NX', 'EX', 3456000) e
 local tokens = tonumber(redis.call('GET', KEYS[1]) or '0')
 local month = tonumber(redis.call('GET', KEYS[2]) or '0')
 local want, tpm, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if budget >= 0 and month + want > budget then return {'budget', tokens} end
-if tpm >= 0 and tokens + want > tpm then return {'tokens', tokens} end
+if budget >= 0 and month + want > budget then return {'budget', tokens, 0} end
+if tpm >= 0 and tokens + want > tpm then return {'tokens', tokens, 0} end
 tokens = redis.call('INCRBY', KEYS[1], want)
 redis.call('EXPIRE', KEYS[1], 120)
-return {'', tokens}
+local month_reserved = 0
+if budget >= 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('INCRBY', KEYS[2], want)
+  month_reserved = want
+end
+return {'', tokens, month_reserved}
 """
 
 _SETTLE = """
@@ -296,7 +306,7 @@ class RedisLimitStore(LimitStore):
     async def reserve(self, a: Admission, tokens: int, month_seed: int | None) -> str | None:
         _, tok, _, month = self._keys(a)
         tpm, budget = a.limits.tokens_per_minute, a.limits.monthly_tokens
-        verdict, used = await self._client().eval(  # type: ignore[attr-defined]
+        verdict, used, month_reserved = await self._client().eval(  # type: ignore[attr-defined]
             _RESERVE,
             2,
             tok,
@@ -308,13 +318,20 @@ class RedisLimitStore(LimitStore):
         )
         a.tokens_used = int(used)
         if not verdict:
-            a.reserved_tokens = tokens
+            a.reserved_tokens, a.month_reserved = tokens, int(month_reserved)
         return verdict.decode() or None
 
     async def settle(self, a: Admission, actual_tokens: int) -> None:
         _, tok, slots, month = self._keys(a)
         await self._client().eval(  # type: ignore[attr-defined]
-            _SETTLE, 3, tok, month, slots, actual_tokens - a.reserved_tokens, actual_tokens, a.request_id
+            _SETTLE,
+            3,
+            tok,
+            month,
+            slots,
+            actual_tokens - a.reserved_tokens,
+            actual_tokens - a.month_reserved,
+            a.request_id,
         )
 
 

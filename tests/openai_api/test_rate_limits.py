@@ -14,7 +14,7 @@ from django.utils import timezone
 from openai_api.api_keys import api_key_create
 from openai_api.errors import ApiError
 from openai_api.models import ApiKey, RequestLog
-from openai_api.rate_limits import WINDOW_S, MemoryLimitStore, RateLimiter, RedisLimitStore
+from openai_api.rate_limits import WINDOW_S, Admission, MemoryLimitStore, RateLimiter, RedisLimitStore
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -135,3 +135,49 @@ def test_an_unreachable_redis_admits_instead_of_failing() -> None:
     limiter = RateLimiter(RedisLimitStore("redis://127.0.0.1:1/0"))
 
     assert run(lambda: limiter.admit(_key(requests_per_minute=1), "x")) is None
+
+
+async def _reserve_or_refusal(limiter: RateLimiter, key: ApiKey, tokens: int) -> Admission | str:
+    admission = await limiter.admit(key, uuid.uuid4().hex)
+    assert admission is not None
+    try:
+        await limiter.reserve(admission, tokens)
+    except ApiError as refused:
+        limiter.settle_soon(admission, 0)
+        return str(refused.code)
+    return admission
+
+
+def test_concurrent_requests_cannot_together_overspend_the_monthly_budget(
+    limiter: RateLimiter, transactional_db: None
+) -> None:
+    key = _key(monthly_token_budget=100)
+
+    async def scenario() -> list[Admission | str]:
+        return await asyncio.gather(*(_reserve_or_refusal(limiter, key, 30) for _ in range(8)))
+
+    outcomes = run(scenario)
+
+    assert sum(isinstance(o, Admission) for o in outcomes) == 3
+    assert outcomes.count("insufficient_quota") == 5
+
+
+def test_settling_leaves_the_month_counting_the_tokens_really_used(
+    limiter: RateLimiter, transactional_db: None
+) -> None:
+    key = _key(monthly_token_budget=100)
+
+    async def scenario() -> tuple[Admission | str, Admission | str]:
+        for _ in range(3):
+            admission = await _reserve_or_refusal(limiter, key, 30)
+            assert isinstance(admission, Admission)
+            limiter.settle_soon(admission, 20)
+        await asyncio.sleep(0.05)
+        one_too_many = await _reserve_or_refusal(limiter, key, 41)
+        exactly_the_rest = await _reserve_or_refusal(limiter, key, 40)
+        return one_too_many, exactly_the_rest
+
+    one_too_many, exactly_the_rest = run(scenario)
+
+    assert one_too_many == "insufficient_quota"
+    assert isinstance(exactly_the_rest, Admission)
