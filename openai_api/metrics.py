@@ -4,12 +4,17 @@ The settings point ``PROMETHEUS_MULTIPROC_DIR`` at a folder shared by the worker
 module is imported; clear that folder when the server starts (``make serve`` and the systemd
 unit in the README do). Counters are fed by :func:`observe_request` when a request record
 closes; the engine gauges are refreshed from the schedulers when requests start and end.
+
+Every label value comes from a closed set (:data:`ROUTE_LABELS`, the configured model names,
+``other``): each new value is a new series in every worker's file and in every scrape, so a
+client-chosen path or model name must never become one.
 """
 
 from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -49,8 +54,27 @@ TOKENS_PER_SECOND = Gauge(
 
 
 API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+MODEL_ROUTE = "/v1/models/{id}"
+ROUTE_LABELS = (*API_ENDPOINTS, "/v1/models", MODEL_ROUTE)
+OTHER = "other"
 for _endpoint in API_ENDPOINTS:
     DISCONNECTS.labels(_endpoint)
+
+
+def route_label(path: str) -> str:
+    """The route a request path belongs to, as a label: one of :data:`ROUTE_LABELS` or ``other``."""
+    if path in ROUTE_LABELS:
+        return path
+    if path.startswith("/v1/models/"):
+        return MODEL_ROUTE
+    return OTHER
+
+
+def model_label(model: str | None) -> str:
+    """A configured model's name; ``other`` for any other name; empty when the request named none."""
+    if not model:
+        return ""
+    return model if any(spec.name == model for spec in settings.LLM_MODELS) else OTHER
 
 
 def observe_request(
@@ -64,7 +88,10 @@ def observe_request(
     duration_s: float,
     disconnected: bool,
 ) -> None:
-    label = model or ""
+    """Count one finished request. ``endpoint`` (the request path) and ``model`` (as the client
+    sent it) are reduced to their closed label sets here, whatever the caller passes."""
+    label = model_label(model)
+    endpoint = route_label(endpoint)
     REQUESTS.labels(endpoint, label, str(status)).inc()
     if prompt_tokens:
         PROMPT_TOKENS.labels(label).inc(prompt_tokens)
