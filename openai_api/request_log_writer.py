@@ -1,29 +1,84 @@
 """The one writer of request-log rows: a background thread that inserts them in batches.
 
-Requests never wait for the database: :meth:`RequestLogWriter.submit` only queues. The thread
-drains the queue into ``bulk_create`` batches, one transaction each, so SQLite sees a single
-writer however many requests run at once. A batch that fails with a database error is
-retried with back-off until it lands: rows are never dropped. ``last_used_at`` updates ride
-along, at most one per key per minute per process.
+Requests never wait for the database: :meth:`RequestLogWriter.submit` cleans a row to what
+every database accepts (:func:`sanitized`) and queues it. The thread drains the queue into
+``bulk_create`` batches, one transaction each, so SQLite sees a single writer however many
+requests run at once. ``last_used_at`` updates ride along, at most one per key per minute per
+process.
+
+Two kinds of failure, told apart. The database is unavailable (``OperationalError``,
+``InterfaceError``): the batch is retried with back-off until it lands. The database (or a
+bug) refuses something in the batch (any other error): the rows are written one by one, a row
+still refused is written again with its text fields blanked, and only a row refused even then
+is dropped, with an error naming its request id. One bad row never holds up or takes down the
+rows behind it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
+from django.db.models import CharField, GenericIPAddressField, TextField
 from django.utils import timezone
 
+from .log_text import log_safe
 from .models import ApiKey, RequestLog
 
 logger = logging.getLogger(__name__)
 
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_BATCH = 500
+UNAVAILABLE = (OperationalError, InterfaceError)
+"""Errors meaning "the database cannot be reached now", as opposed to "it refuses this row"."""
+
+
+def sanitized(row: RequestLog) -> RequestLog:
+    """``row`` (changed in place) with values every supported database stores.
+
+    Text loses NUL characters (PostgreSQL refuses them) and lone surrogates (they cannot be
+    encoded), and is cut to its column's length; ``client_ip`` is kept only if it is an IP
+    address (a trusted proxy's ``X-Forwarded-For`` can hold anything), without an IPv6 zone.
+    """
+    for column in RequestLog._meta.concrete_fields:
+        value = getattr(row, column.attname)
+        if isinstance(column, GenericIPAddressField):
+            setattr(row, column.attname, _ip_address(value))
+        elif isinstance(column, CharField | TextField) and isinstance(value, str):
+            text = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+            setattr(row, column.attname, text[: column.max_length] if column.max_length else text)
+    return row
+
+
+def _ip_address(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return str(address).partition("%")[0]
+
+
+def _blanked(row: RequestLog) -> RequestLog:
+    """A copy of ``row`` keeping its request id, numbers and flags: text emptied, no client IP,
+    and no key if that key has been deleted meanwhile."""
+    copy = RequestLog(
+        **{c.attname: getattr(row, c.attname) for c in RequestLog._meta.concrete_fields if not c.primary_key}
+    )
+    for column in RequestLog._meta.concrete_fields:
+        if isinstance(column, CharField | TextField) and column.name != "request_id":
+            setattr(copy, column.attname, "")
+    copy.client_ip = None
+    if copy.api_key_id is not None and not ApiKey.objects.filter(pk=copy.api_key_id).exists():
+        copy.api_key_id = None
+    return copy
 
 
 class _Stop:
@@ -40,9 +95,9 @@ class RequestLogWriter:
         self._touched: dict[int, datetime] = {}
 
     def submit(self, row: RequestLog) -> None:
-        """Queue ``row`` for insertion; returns at once."""
+        """Clean ``row`` (:func:`sanitized`) and queue it for insertion; returns at once."""
         self._ensure_started()
-        self._queue.put(row)
+        self._queue.put(sanitized(row))
 
     def touch(self, api_key_id: int) -> None:
         """Note a key was used now; writes ``last_used_at`` at most once a minute per key."""
@@ -98,46 +153,83 @@ class RequestLogWriter:
         _drop_broken_connections()
 
     def _write_until_done(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
-        """Retry database errors until the batch lands; give up on anything else after 3 tries.
+        """Land the batch, or failing that each of its rows that any database would take.
 
-        The thread never dies: a bug must not silently stop every later row from being written.
+        The thread never dies: a bad row or a bug must not stop every later row from being
+        written.
         """
-        delay = 0.05
-        other_failures = 0
-        while True:
+        try:
+            _retrying(lambda: self._write(rows, touches), f"{len(rows)} rows")
+            return
+        except Exception as exc:  # noqa: BLE001 -- whatever refused the batch, its rows go one by one
+            logger.warning(
+                "request log: a batch of %d rows was refused (%s); writing them one by one",
+                len(rows),
+                log_safe(str(exc)),
+            )
+        if touches:
             try:
-                self._write(rows, touches)
-                return
-            except DatabaseError as exc:
-                logger.warning(
-                    "request log: %d rows not written yet (%s); retrying in %.2f s", len(rows), exc, delay
-                )
+                _retrying(lambda: self._write([], touches), "last-used times")
             except Exception:
-                other_failures += 1
-                if other_failures >= 3:
-                    logger.exception(
-                        "request log: dropping %d rows after repeated errors: %s",
-                        len(rows),
-                        ", ".join(r.request_id for r in rows),
-                    )
-                    return
-            _drop_broken_connections()
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                logger.exception("request log: last-used times of %d keys not written", len(touches))
+        for row in rows:
+            self._write_alone(row)
+
+    def _write_alone(self, row: RequestLog) -> None:
+        try:
+            _retrying(lambda: self._write([row], {}), f"row {row.request_id}")
+            return
+        except IntegrityError as exc:
+            if _already_written(row):
+                return
+            refusal = log_safe(str(exc))
+        except Exception as exc:  # noqa: BLE001 -- any refusal: try the row blanked
+            refusal = log_safe(str(exc))
+        try:
+            _retrying(lambda: self._write([_blanked(row)], {}), f"row {row.request_id}")
+        except Exception as exc:  # noqa: BLE001 -- logged as an error below; the thread goes on
+            logger.error(
+                "request log: dropping row %s: refused (%s), and refused again with its text blanked (%s)",
+                row.request_id,
+                refusal,
+                log_safe(str(exc)),
+            )
+            return
+        logger.warning(
+            "request log: row %s refused (%s); written with its text fields blanked", row.request_id, refusal
+        )
 
     def _write(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
+        with transaction.atomic():
+            RequestLog.objects.bulk_create(rows)
+            for key_id, used_at in touches.items():
+                ApiKey.objects.filter(pk=key_id).update(last_used_at=used_at)
+
+
+def _retrying(write: Callable[[], None], what: str) -> None:
+    """Call ``write`` until it succeeds, waiting out an unavailable database with back-off;
+    any other error is raised."""
+    delay = 0.05
+    while True:
         try:
-            with transaction.atomic():
-                RequestLog.objects.bulk_create(rows)
-                for key_id, used_at in touches.items():
-                    ApiKey.objects.filter(pk=key_id).update(last_used_at=used_at)
-        except IntegrityError:
-            for row in rows:
-                try:
-                    with transaction.atomic():
-                        row.save(force_insert=True)
-                except IntegrityError as exc:
-                    logger.error("request log: row %s rejected by the database: %s", row.request_id, exc)
+            write()
+            return
+        except UNAVAILABLE as exc:
+            logger.warning(
+                "request log: %s not written yet (%s); retrying in %.2f s", what, log_safe(str(exc)), delay
+            )
+        _drop_broken_connections()
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _already_written(row: RequestLog) -> bool:
+    """True when ``row``'s request id is stored (a batch that committed though its commit
+    seemed to fail, then retried)."""
+    try:
+        return RequestLog.objects.filter(request_id=row.request_id).exists()
+    except Exception:  # noqa: BLE001 -- unknown: treat the row as not written
+        return False
 
 
 def _drop_broken_connections() -> None:
