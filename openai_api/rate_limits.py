@@ -262,12 +262,16 @@ return 1
 
 
 class RedisLimitStore(LimitStore):
-    """Counters in Redis, shared by every worker and machine using the same ``REDIS_URL``."""
+    """Counters in Redis, shared by every worker and machine using the same ``REDIS_URL``.
 
-    def __init__(self, url: str) -> None:
+    Keys are named ``{namespace}:{key id}:...``; stores with different namespaces share nothing.
+    """
+
+    def __init__(self, url: str, namespace: str = "llm:rl") -> None:
         import redis.asyncio as aioredis
 
         self._url = url
+        self._namespace = namespace
         self._aioredis = aioredis
         self._clients: dict[int, aioredis.Redis] = {}
 
@@ -277,9 +281,8 @@ class RedisLimitStore(LimitStore):
             self._clients[loop_id] = self._aioredis.Redis.from_url(self._url, socket_timeout=2)
         return self._clients[loop_id]
 
-    @staticmethod
-    def _keys(a: Admission) -> tuple[str, str, str, str]:
-        base = f"llm:rl:{a.key_id}"
+    def _keys(self, a: Admission) -> tuple[str, str, str, str]:
+        base = f"{self._namespace}:{a.key_id}"
         return f"{base}:req:{a.window}", f"{base}:tok:{a.window}", f"{base}:slots", f"{base}:month:{a.month}"
 
     async def admit(self, a: Admission) -> str | None:

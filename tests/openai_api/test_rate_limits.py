@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.utils import timezone
 
 from openai_api.api_keys import api_key_create
@@ -26,9 +27,19 @@ def _away_from_window_edge() -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def limiter(request: pytest.FixtureRequest) -> RateLimiter:
+def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
+    """A fresh limiter; in Redis, under a namespace of its own (removed afterwards), so no counter
+    left by an earlier or concurrent run counts against this test's keys, whose ids a database
+    reuses."""
     _away_from_window_edge()
-    return RateLimiter(MemoryLimitStore() if request.param == "memory" else RedisLimitStore(REDIS_URL))
+    if request.param == "memory":
+        yield RateLimiter(MemoryLimitStore())
+        return
+    namespace = f"test:rl:{uuid.uuid4().hex}"
+    yield RateLimiter(RedisLimitStore(REDIS_URL, namespace=namespace))
+    client = redis.Redis.from_url(REDIS_URL)
+    for name in client.scan_iter(match=f"{namespace}:*"):
+        client.delete(name)
 
 
 def _key(**limits: int) -> ApiKey:
