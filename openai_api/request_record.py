@@ -3,7 +3,9 @@
 Every ``/v1`` request gets a :class:`RequestRecord` before anything can fail; the endpoint
 wrapper or the stream's ``finally`` calls :meth:`RequestRecord.finish` exactly once, on
 success, error or disconnect alike: it logs one access line and queues one request-log row
-(never the Authorization header, and the texts only when ``REQUEST_LOG_TEXT`` is on).
+(never the Authorization header, and the texts only when ``REQUEST_LOG_TEXT`` is on). The
+client-controlled fields of the access line (path, model) are escaped (:func:`log_safe`), so
+no request can end the line early or forge another.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from . import metrics
+from .log_text import log_safe
 from .models import RequestLog
 from .rate_limits import Admission, rate_limiter
 from .request_log_writer import request_log_writer
@@ -134,8 +137,8 @@ class RequestRecord:
         logger.info(
             "%s %s model=%s stream=%s status=%s finish=%s tokens=%d+%d ttft_ms=%s duration_ms=%.0f%s",
             self.request_id,
-            self.endpoint,
-            self.model,
+            log_safe(self.endpoint),
+            log_safe(self.model),
             self.stream,
             self.status,
             self.finish_reason,
