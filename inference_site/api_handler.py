@@ -6,11 +6,16 @@ the management API. Most of it is synchronous, so under ASGI Django runs each pi
 busy decoding cost milliseconds each. ``/v1`` requests authenticate with API keys and need
 none of it: :class:`ApiHandler` runs them through :data:`API_MIDDLEWARE` only, whose
 security and frame headers are set inline on the event loop (they do no I/O).
+
+It also authenticates before Django reads the body: a request without a valid key is
+answered (401, through the same middleware and view wrapper, so with the same headers and
+request-log row) with its body never read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from django.conf import settings
@@ -19,7 +24,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
-from .lifespan import ASGIApp, Receive, Scope, Send
+from openai_api.auth import scope_authenticate
+
+from .lifespan import ASGIApp, Message, Receive, Scope, Send
 
 API_PREFIX = "/v1/"
 API_MIDDLEWARE = [
@@ -62,6 +69,9 @@ class ApiHandler(ASGIHandler):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if await scope_authenticate(scope) is None:
+            await self.handle(scope, _UnreadBody(), _closing(send) if _has_body(scope) else send)
+            return
         await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -71,6 +81,42 @@ class ApiHandler(ASGIHandler):
             super().load_middleware(is_async=is_async)
         finally:
             settings.MIDDLEWARE = site_middleware
+
+
+class _UnreadBody:
+    """Django's ``receive`` for a request whose body stays unread: an empty body, then nothing.
+
+    After the body Django listens for a disconnect until its response is sent, then cancels
+    the listener; here that wait simply never ends.
+    """
+
+    def __init__(self) -> None:
+        self.given = False
+
+    async def __call__(self) -> Message:
+        if not self.given:
+            self.given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return cast(Message, await asyncio.get_running_loop().create_future())
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _closing(send: Send) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+    """``send`` with ``Connection: close`` on the response: the unread body makes the
+    connection unusable for another request, and closing it stops the client's upload."""
+
+    async def send_closing(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(dict(message))
+
+    return send_closing
 
 
 class ApiRouter:

@@ -144,6 +144,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Largest request body the API accepts, in bytes (a bigger one gets 413).
 API_MAX_BODY_BYTES: int = env.integer("API_MAX_BODY_BYTES", 8 * 1024 * 1024) or 8 * 1024 * 1024
+# -- hostile clients (README, "Limits, health and metrics") ----------------------------------
+# Largest request body anywhere else (admin, /api/, /health...): a bigger one gets a plain 413.
+SITE_MAX_BODY_BYTES: int = env.integer("SITE_MAX_BODY_BYTES", 1024 * 1024) or 1024 * 1024
+# Seconds a client may take to send a whole request body, from when the server starts reading
+# it (after its headers and, on /v1, its key are checked); a slower one gets 408.
+BODY_READ_TIMEOUT: float = env.seconds("BODY_READ_TIMEOUT") or 30.0
 # Caps on what one request may ask for (over a cap: 400 naming the parameter).
 API_MAX_N: int = env.integer("API_MAX_N", 8) or 8
 API_MAX_TOKENS: int = env.integer("API_MAX_TOKENS", 0, minimum=0) or 0  # 0: only the context limits it

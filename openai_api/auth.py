@@ -4,11 +4,18 @@ The lookup is by the SHA-256 of the presented key (an indexed column), then the 
 is compared with :func:`hmac.compare_digest`, so timing reveals nothing about stored keys.
 Every failure is the same 401 ``invalid_api_key`` OpenAI answers, with a reason that never
 repeats the key.
+
+The ``/v1`` ASGI handler authenticates from the request's headers before the body is read
+(:func:`scope_authenticate`), so a request without a valid key never gets its body read or
+spooled; it leaves the outcome in the scope, where :func:`api_key_authenticate` finds it
+instead of looking the key up a second time.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import MutableMapping
+from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -22,8 +29,14 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="api"'})
 
 
+SCOPE_KEY = "openai_api.authentication"
+
+
 def bearer_token(request: HttpRequest) -> str:
-    header = request.headers.get("Authorization", "")
+    return _token(request.headers.get("Authorization", ""))
+
+
+def _token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if not header:
         raise _unauthorized(
@@ -37,8 +50,38 @@ def bearer_token(request: HttpRequest) -> str:
 
 
 async def api_key_authenticate(request: HttpRequest) -> ApiKey:
-    """The active key named by the request's bearer token, or a 401 ApiError."""
-    presented = key_hash(bearer_token(request))
+    """The active key named by the request's bearer token, or a 401 ApiError.
+
+    When the ASGI handler already authenticated the request (:func:`scope_authenticate`),
+    its outcome is returned (or raised) without a second lookup.
+    """
+    scope = getattr(request, "scope", None)
+    if scope is not None and SCOPE_KEY in scope:
+        outcome = scope[SCOPE_KEY]
+        if isinstance(outcome, ApiKey):
+            return outcome
+        raise outcome
+    return await _api_key_for(bearer_token(request))
+
+
+async def scope_authenticate(scope: MutableMapping[str, Any]) -> ApiKey | None:
+    """Authenticate an ASGI HTTP request from its headers alone, before its body is read.
+
+    The outcome (the key, or the exception a lookup raised: a 401 ApiError, a database
+    error) is stored in ``scope[SCOPE_KEY]`` for the view; the key is returned, or None.
+    """
+    values = [value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"]
+    outcome: ApiKey | Exception
+    try:
+        outcome = await _api_key_for(_token(",".join(values)))
+    except Exception as exc:  # noqa: BLE001 - the view renders whatever the lookup raised
+        outcome = exc
+    scope[SCOPE_KEY] = outcome
+    return outcome if isinstance(outcome, ApiKey) else None
+
+
+async def _api_key_for(token: str) -> ApiKey:
+    presented = key_hash(token)
     api_key = await ApiKey.objects.filter(key_hash=presented).afirst()
     if api_key is None or not hmac.compare_digest(api_key.key_hash, presented):
         raise _unauthorized("Incorrect API key provided. You can find your API keys in the admin.")
