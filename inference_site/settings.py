@@ -155,6 +155,11 @@ API_MAX_N: int = env.integer("API_MAX_N", 8) or 8
 API_MAX_TOKENS: int = env.integer("API_MAX_TOKENS", 0, minimum=0) or 0  # 0: only the context limits it
 API_MAX_PROMPT_TOKENS: int = env.integer("API_MAX_PROMPT_TOKENS", 0, minimum=0) or 0  # 0: the context
 API_MAX_MESSAGES: int = env.integer("API_MAX_MESSAGES", 1024) or 1024
+# Prompt tokens one request may have scored (completions with echo and logprobs).
+API_MAX_SCORED_TOKENS: int = env.integer("API_MAX_SCORED_TOKENS", 2048, minimum=0) or 0
+# Seconds running generations may go on after SIGTERM before they are ended with an error
+# event (and the process exits); keep it below the service manager's stop timeout.
+SHUTDOWN_GRACE_SECONDS: float = env.seconds("SHUTDOWN_GRACE_SECONDS") or 20.0
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 REST_FRAMEWORK = {

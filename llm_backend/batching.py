@@ -83,12 +83,11 @@ class BatchContext:
         row = llama_c.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(row, shape=(self.n_vocab,))
 
-    def argmax(self, index: int) -> int:
-        return int(np.argmax(self.logits(index)))
-
-    def sample(self, chain: Any, index: int) -> int:
-        """Run ``chain`` on entry ``index``'s logits; the chain accepts the token it picks."""
-        return int(llama_c.llama_sampler_sample(chain, self._ctx, index))
+    def logits_rows(self, first: int, count: int) -> npt.NDArray[np.float32]:
+        """The logits of ``count`` consecutive batch entries from ``first``, all of which asked for
+        logits (their rows are consecutive): a ``(count, n_vocab)`` view, valid until the next decode."""
+        row = llama_c.llama_get_logits_ith(self._ctx, first)
+        return np.ctypeslib.as_array(row, shape=(count, self.n_vocab))
 
     def truncate(self, seq: int, length: int) -> bool:
         """Keep the first ``length`` positions of ``seq`` and drop the rest; False if it cannot."""

@@ -8,9 +8,10 @@ checks it fits one sequence's context; the scheduler decodes on its own batched 
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import random
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ import numpy.typing as npt
 from llama_cpp import llama_chat_format
 from llama_cpp import llama_cpp as llama_c
 from llama_cpp._internals import LlamaModel
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from .chat_templates import (
     FORMATS_WITHOUT_SYSTEM,
@@ -38,7 +38,9 @@ from .exceptions import (
     InvalidTokens,
     ModelLoadError,
 )
-from .logprobs import log_softmax_top
+from .grammars import json_grammar
+from .logprobs import log_softmax_rows, log_softmax_top
+from .sampler import TokenSampler
 from .specs import ModelSpec
 from .types import ChatMessage, GenerationRequest, JsonConstraint, SamplingParams, TokenLogprob
 
@@ -48,10 +50,36 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
+LLAMA_LOG_CHARS = 300
+LLAMA_LOGS_PER_MINUTE = 60
+_llama_logger = logging.getLogger("llama_cpp")
+_llama_log_times: list[float] = []
+
+
+@llama_c.llama_log_callback  # type: ignore[untyped-decorator]
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's own messages, warnings and errors only, each cut short and at most
+    :data:`LLAMA_LOGS_PER_MINUTE` a minute: a grammar that fails to parse is printed whole by
+    llama.cpp, and a request must not be able to fill the disk with it."""
+    if level not in (2, 3):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+        return
+    now = time.monotonic()
+    while _llama_log_times and now - _llama_log_times[0] > 60:
+        _llama_log_times.pop(0)
+    if len(_llama_log_times) >= LLAMA_LOGS_PER_MINUTE:
+        return
+    _llama_log_times.append(now)
+    message = text.decode("utf-8", "replace").strip()
+    if len(message) > LLAMA_LOG_CHARS:
+        message = message[:LLAMA_LOG_CHARS] + f"... ({len(message)} characters)"
+    _llama_logger.log(logging.ERROR if level == 3 else logging.WARNING, "%r", message)
+
+
 def _init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            llama_c.llama_log_set(_llama_log, ctypes.c_void_p(0))
             llama_c.llama_backend_init()
             _backend_ready = True
 
@@ -179,68 +207,18 @@ class LlamaEngine:
     def _grammar_for(self, constraint: JsonConstraint | None) -> str | None:
         if constraint is None:
             return None
-        if constraint.schema is None:
-            grammar = JSON_GBNF
-        else:
-            try:
-                grammar = json_schema_to_gbnf(constraint.schema)
-            except Exception as exc:
-                raise InvalidConstraint(f"The JSON schema cannot be enforced: {exc}") from exc
+        grammar = json_grammar(constraint.schema, param=constraint.param)
         probe = llama_c.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
         if not probe:
-            raise InvalidConstraint("The JSON schema cannot be enforced: its grammar does not compile.")
+            raise InvalidConstraint(
+                "The JSON schema cannot be enforced: its grammar does not compile.", param=constraint.param
+            )
         llama_c.llama_sampler_free(probe)
         return grammar
 
-    @staticmethod
-    def samples_by_argmax(sampling: SamplingParams, grammar: str | None) -> bool:
-        """Whether plain argmax of the logits is exactly what :meth:`sampler`'s chain would pick."""
-        return (
-            sampling.temperature <= 0
-            and grammar is None
-            and not sampling.logit_bias
-            and sampling.repeat_penalty == 1.0
-            and not sampling.frequency_penalty
-            and not sampling.presence_penalty
-        )
-
-    def sampler(self, sampling: SamplingParams, grammar: str | None) -> Any:
-        """A llama.cpp sampler chain for one generation; free it with :func:`free_sampler`."""
-        chain = llama_c.llama_sampler_chain_init(llama_c.llama_sampler_chain_default_params())
-
-        def add(sampler: Any) -> None:
-            llama_c.llama_sampler_chain_add(chain, sampler)
-
-        if sampling.logit_bias:
-            biases = (llama_c.llama_logit_bias * len(sampling.logit_bias))()
-            for i, (token, bias) in enumerate(sampling.logit_bias):
-                biases[i].token, biases[i].bias = token, bias  # type: ignore[assignment]
-            add(llama_c.llama_sampler_init_logit_bias(self.n_vocab, len(sampling.logit_bias), biases))
-        if sampling.repeat_penalty != 1.0 or sampling.frequency_penalty or sampling.presence_penalty:
-            add(
-                llama_c.llama_sampler_init_penalties(
-                    self.n_vocab,
-                    64,
-                    sampling.repeat_penalty,
-                    sampling.frequency_penalty,
-                    sampling.presence_penalty,
-                )
-            )
-        if grammar is not None:
-            add(llama_c.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
-        if sampling.temperature <= 0:
-            add(llama_c.llama_sampler_init_greedy())
-            return chain
-        if sampling.top_k > 0:
-            add(llama_c.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1.0:
-            add(llama_c.llama_sampler_init_top_p(sampling.top_p, 1))
-        if sampling.min_p > 0.0:
-            add(llama_c.llama_sampler_init_min_p(sampling.min_p, 1))
-        add(llama_c.llama_sampler_init_temp(sampling.temperature))
-        seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
-        add(llama_c.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
+    def token_sampler(self, sampling: SamplingParams, grammar: str | None) -> TokenSampler:
+        """A sampler for one generation (see :mod:`llm_backend.sampler`); free it with ``close()``."""
+        return TokenSampler(vocab=self._vocab, n_vocab=self.n_vocab, sampling=sampling, grammar=grammar)
 
     def logprob(self, token: int, k: int, logits: npt.NDArray[np.float32]) -> TokenLogprob:
         """``token``'s logprob under ``logits``, with the ``k`` most likely tokens'."""
@@ -251,6 +229,19 @@ class LlamaEngine:
             logprob=chosen,
             top=tuple((self.piece_text(t), self.token_bytes(t), lp) for t, lp in top),
         )
+
+    def logprobs_of(self, tokens: Sequence[int], k: int, rows: npt.NDArray[np.float32]) -> list[TokenLogprob]:
+        """Each ``tokens[i]``'s logprob under ``rows[i]``, with the ``k`` most likely tokens', computed
+        for all rows at once."""
+        return [
+            TokenLogprob(
+                token=self.piece_text(token),
+                piece=self.token_bytes(token),
+                logprob=chosen,
+                top=tuple((self.piece_text(t), self.token_bytes(t), lp) for t, lp in top),
+            )
+            for token, (chosen, top) in zip(tokens, log_softmax_rows(rows, tokens, k), strict=True)
+        ]
 
     def piece_text(self, token: int) -> str:
         return self.token_bytes(token).decode("utf-8", "replace")
@@ -298,8 +289,3 @@ class LlamaEngine:
             return RenderedChat(prompt=prompt, stops=normalise_stops(response.stop))
 
         return render
-
-
-def free_sampler(chain: Any) -> None:
-    """Free a chain made by :meth:`LlamaEngine.sampler`."""
-    llama_c.llama_sampler_free(chain)

@@ -36,6 +36,15 @@ class EngineOverloaded(EngineError):
         self.retry_after = retry_after
 
 
+class TooManyGenerations(EngineError):
+    """A request asks for more generations at once (``n``, ``best_of``, prompts) than the model
+    has slots; they start together, so it could never run."""
+
+    def __init__(self, model: str, slots: int) -> None:
+        super().__init__(f"The model '{model}' runs at most {slots} generations of one request together.")
+        self.slots = slots
+
+
 class EngineUnavailable(EngineError):
     """The model is not loaded or its scheduler has stopped."""
 
@@ -59,7 +68,11 @@ class ChatTemplateMissing(EngineError):
 
 
 class InvalidConstraint(EngineError):
-    """A JSON Schema (or grammar) that cannot be turned into a valid grammar."""
+    """A JSON Schema (or grammar) that cannot be enforced; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, *, param: str = "response_format") -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class InvalidTokens(EngineError):

@@ -112,6 +112,16 @@ class ModelRegistry:
         self.load()
         return list(self._infos.values())
 
+    def refuse_new(self) -> None:
+        """Every model refuses new requests (503) while those running finish (shutdown's first step)."""
+        for scheduler in list(self._schedulers.values()):
+            scheduler.refuse_new()
+
+    @property
+    def idle(self) -> bool:
+        """No model has a generation running or waiting."""
+        return all(scheduler.idle for scheduler in list(self._schedulers.values()))
+
     def close(self) -> None:
         with self._lock:
             for scheduler in self._schedulers.values():

@@ -17,6 +17,7 @@ same request alone and among seven others can differ in later tokens (bench/RESU
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -29,8 +30,14 @@ from typing import cast
 
 from .batching import BatchContext, BatchEntry, DecodeFailed
 from .engine import LlamaEngine, PreparedPrompt
-from .exceptions import EngineError, EngineOverloaded, EngineUnavailable, GenerationFailed
-from .sequences import PREFILL_CHUNK, Generation, reusable_prefix
+from .exceptions import (
+    EngineError,
+    EngineOverloaded,
+    EngineUnavailable,
+    GenerationFailed,
+    TooManyGenerations,
+)
+from .sequences import PREFILL_CHUNK, SCORING_CHUNK, Generation, reusable_prefix
 from .types import GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,9 @@ DECODING_NICE = 5
 # 1.5 ms each here, and every running stream waits for it.
 PREFILL_TOKENS_WHILE_DECODING = 4 * PREFILL_CHUNK
 RATE_WINDOW = 10.0
+# Prompt tokens scored (echo with logprobs) per step, in all: each needs a row of logits of
+# the whole vocabulary (1 MB here) and a log-softmax over it, and the running streams wait.
+SCORED_TOKENS_PER_STEP = SCORING_CHUNK
 
 GenerationFactory = Callable[..., Generation]
 
@@ -55,6 +65,7 @@ class _Job:
     events: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.monotonic)
+    group: int = 0
 
 
 class GenerationStream(AsyncIterator[GenerationEvent]):
@@ -190,8 +201,10 @@ class Scheduler:
         self._queue_timeout = queue_timeout
         self._prefix_block = prefix_block
         self._waiting: deque[_Job] = deque()
+        self._groups = itertools.count(1)
         self._cond = threading.Condition()
         self._stopped = False
+        self._draining = False
         self._generated_tokens = 0
         self._cached_tokens = 0
         self._recent: deque[tuple[float, int]] = deque()
@@ -235,15 +248,30 @@ class Scheduler:
         as its stream's first and only item. Choices with the same prompt evaluate it once.
         """
         loop = asyncio.get_running_loop()
-        jobs = [_Job(request=request, prepared=prepared, loop=loop) for request, prepared in items]
+        group = next(self._groups)
+        jobs = [
+            _Job(request=request, prepared=prepared, loop=loop, group=group) for request, prepared in items
+        ]
         with self._cond:
-            if self._stopped:
-                raise EngineUnavailable(f"The model '{self.name}' is shutting down.")
-            if len(self._waiting) + len(jobs) > self._max_queue:
-                raise EngineOverloaded(self.name, retry_after=self._retry_after())
+            self._check_room(len(jobs))
             self._waiting.extend(jobs)
             self._cond.notify()
         return [GenerationStream(job) for job in jobs]
+
+    def check_room(self, generations: int) -> None:
+        """Refuse, before anything is tokenized, what :meth:`submit_many` would refuse for a
+        request of ``generations`` choices: TooManyGenerations (more than the slots, which
+        must all be free at once), EngineOverloaded (the queue is full), EngineUnavailable."""
+        with self._cond:
+            self._check_room(generations)
+
+    def _check_room(self, generations: int) -> None:
+        if self._stopped or self._draining:
+            raise EngineUnavailable(f"The model '{self.name}' is shutting down.")
+        if generations > len(self._slots):
+            raise TooManyGenerations(self.name, len(self._slots))
+        if len(self._waiting) + generations > self._max_queue:
+            raise EngineOverloaded(self.name, retry_after=self._retry_after())
 
     def stats(self) -> dict[str, int | float]:
         """Slots, busy slots, queue depth, tokens generated and cached so far, recent tokens/s."""
@@ -255,6 +283,17 @@ class Scheduler:
             "cached_prompt_tokens": self._cached_tokens,
             "tokens_per_second": round(self._tokens_per_second, 1) if self._recently_active() else 0.0,
         }
+
+    def refuse_new(self) -> None:
+        """Answer every request submitted from now on EngineUnavailable (503); running and
+        waiting ones go on. The first step of a graceful shutdown."""
+        with self._cond:
+            self._draining = True
+
+    @property
+    def idle(self) -> bool:
+        """No generation runs and none waits."""
+        return not self._waiting and not self._busy
 
     def stop(self) -> None:
         """Refuse new requests, answer waiting and running ones 503 (EngineUnavailable), end the
@@ -335,7 +374,16 @@ class Scheduler:
                 continue
             kept.append(job)
         free = sum(1 for slot in self._slots if not slot.busy)
-        admitted = [kept.popleft() for _ in range(min(free, len(kept)))]
+        admitted: list[_Job] = []
+        while kept:
+            group = kept[0].group
+            size = 1
+            while size < len(kept) and kept[size].group == group:
+                size += 1
+            if size > free:
+                break  # the choices of one request start together; later requests wait their turn
+            admitted += [kept.popleft() for _ in range(size)]
+            free -= size
         self._waiting = kept
         return admitted
 
@@ -441,15 +489,20 @@ class Scheduler:
         room = self._context.n_batch - len(entries)
         if entries:  # streams are running: let them keep flowing while prompts are read
             room = min(room, PREFILL_TOKENS_WHILE_DECODING)
+        scoring_room = SCORED_TOKENS_PER_STEP
         for slot in sorted(self._slots, key=lambda s: s.last_used):
             generation = slot.generation
             if generation is None or slot.leader is not None or not generation.prefilling:
                 continue
+            every = generation.wants_prompt_logprobs
             start, chunk = generation.next_chunk()
+            if every:
+                if len(chunk) > scoring_room:
+                    continue  # another sequence is being scored this step
+                scoring_room -= len(chunk)
             if len(chunk) > room:
                 break
             last = start + len(chunk) == len(generation.prompt)
-            every = generation.wants_prompt_logprobs
             plan.append(_Planned(slot, first=len(entries), start=start, count=len(chunk), prefill=True))
             entries.extend(
                 BatchEntry(token, start + i, slot.index, every or (last and i == len(chunk) - 1))
@@ -484,7 +537,7 @@ class Scheduler:
             slot.held.append(cast(int, generation.next_token))
             return self._sample(slot, generation, planned.first, outbox)
         first = planned.first
-        generation.chunk_fed(planned.start, planned.count, lambda i: context.logits(first + i))
+        generation.chunk_fed(planned.start, planned.count, lambda: context.logits_rows(first, planned.count))
         slot.held.extend(generation.prompt[planned.start : planned.start + planned.count])
         if generation.prefilling:
             return 0
@@ -511,8 +564,12 @@ class Scheduler:
         if generation.budget <= 0:
             events = generation.finish_empty()
         else:
-            token = context.argmax(index) if generation.by_argmax else context.sample(generation.chain, index)
-            events = generation.accept(token, lambda: context.logits(index))
+            sampler = generation.sampler
+            token = None if sampler is None else sampler.sample(context, index)
+            if token is None:
+                events = generation.dead_end()
+            else:
+                events = generation.accept(token, lambda: context.logits(index))
         for event in events:
             outbox.put(job, event)
         if generation.finished:

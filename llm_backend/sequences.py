@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .engine import LlamaEngine, PreparedPrompt, free_sampler
+from .engine import LlamaEngine, PreparedPrompt
+from .sampler import TokenSampler
 from .stops import StopMatcher
 from .types import (
     Finished,
@@ -32,6 +32,9 @@ from .types import (
 )
 
 PREFILL_CHUNK = 64
+SCORING_CHUNK = 16
+"""Prompts whose tokens are all scored (echo with logprobs) are read in smaller chunks, also at
+fixed positions: every token of such a chunk needs its own row of logits."""
 
 Logits = Callable[[], npt.NDArray[np.float32]]
 
@@ -62,8 +65,7 @@ class Generation:
         self.cached = cached
         budget = engine.n_ctx - len(self.prompt)
         self.budget = budget if sampling.max_tokens is None else min(budget, sampling.max_tokens)
-        self.by_argmax = engine.samples_by_argmax(sampling, prepared.grammar)
-        self.chain: Any = None if self.by_argmax else engine.sampler(sampling, prepared.grammar)
+        self.sampler: TokenSampler | None = engine.token_sampler(sampling, prepared.grammar)
         self._end_on_control = prepared.end_on_control_token
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._matcher = StopMatcher(prepared.stops + sampling.stop)
@@ -84,21 +86,23 @@ class Generation:
 
     def next_chunk(self) -> tuple[int, tuple[int, ...]]:
         """``(start position, tokens)`` of the next prompt chunk, ending on a chunk boundary."""
+        size = SCORING_CHUNK if self.wants_prompt_logprobs else PREFILL_CHUNK
         start = self.fed
-        end = min(len(self.prompt), (start // PREFILL_CHUNK + 1) * PREFILL_CHUNK)
+        end = min(len(self.prompt), (start // size + 1) * size)
         return start, self.prompt[start:end]
 
-    def chunk_fed(self, start: int, count: int, logits_at: Callable[[int], npt.NDArray[np.float32]]) -> None:
+    def chunk_fed(self, start: int, count: int, logits_block: Callable[[], npt.NDArray[np.float32]]) -> None:
         """Record that ``count`` prompt tokens from ``start`` are in the KV cache.
 
-        With prompt logprobs asked for, ``logits_at(i)`` gives the logits after the chunk's i-th token.
+        With prompt logprobs asked for, ``logits_block()`` gives the ``count`` rows of logits after
+        each of the chunk's tokens.
         """
         if self.wants_prompt_logprobs:
             k = self.sampling.prompt_logprobs or 0
-            for i in range(count):
-                following = start + i + 1
-                if following < len(self.prompt):
-                    self._prompt_entries.append(self.engine.logprob(self.prompt[following], k, logits_at(i)))
+            scored = min(count, len(self.prompt) - start - 1)
+            if scored > 0:
+                following = self.prompt[start + 1 : start + 1 + scored]
+                self._prompt_entries.extend(self.engine.logprobs_of(following, k, logits_block()[:scored]))
         self.fed = start + count
 
     def prompt_logprobs(self) -> PromptLogprobs:
@@ -110,6 +114,10 @@ class Generation:
     def finish_empty(self) -> list[GenerationEvent]:
         """The events of a generation with no room for any token (``max_tokens`` 0)."""
         return self._finish("length", flush=True)
+
+    def dead_end(self) -> list[GenerationEvent]:
+        """End a generation whose grammar allows no further token (finish reason ``stop``)."""
+        return self._finish("stop", flush=True)
 
     def accept(self, token: int, logits: Logits) -> list[GenerationEvent]:
         """Take the token sampled for this sequence; the events it produces (Finished last).
@@ -154,7 +162,7 @@ class Generation:
         return events
 
     def release(self) -> None:
-        """Free the sampler chain (idempotent)."""
-        if self.chain is not None:
-            free_sampler(self.chain)
-            self.chain = None
+        """Free the sampler (idempotent)."""
+        if self.sampler is not None:
+            self.sampler.close()
+            self.sampler = None

@@ -22,9 +22,13 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class JsonConstraint:
-    """Output must be JSON: any object (``schema`` None) or valid for a JSON Schema (its text)."""
+    """Output must be JSON: any object (``schema`` None) or valid for a JSON Schema (its text).
+
+    ``param`` names the request field the schema came from, for errors about it.
+    """
 
     schema: str | None = None
+    param: str = "response_format"
 
 
 @dataclass(frozen=True, slots=True)

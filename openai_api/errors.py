@@ -73,7 +73,9 @@ def from_engine_error(exc: engine.EngineError, *, prompt_param: str = "messages"
     if isinstance(exc, engine.InvalidTokens):
         return invalid_request(str(exc), param=exc.param, code="invalid_token_id")
     if isinstance(exc, engine.InvalidConstraint):
-        return invalid_request(str(exc), param="response_format", code="invalid_schema")
+        return invalid_request(str(exc), param=exc.param, code="invalid_schema")
+    if isinstance(exc, engine.TooManyGenerations):
+        return invalid_request(str(exc), param="n", code="too_many_generations")
     if isinstance(exc, engine.ChatTemplateMissing):
         return invalid_request(str(exc), param="model", code="chat_template_missing")
     if isinstance(exc, engine.EngineOverloaded):

@@ -11,12 +11,14 @@ by name (:meth:`refuse_unsupported`), never silently ignored; unknown fields are
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal, cast
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from llm_backend.grammars import schema_problem
 from llm_backend.types import JsonConstraint, SamplingParams
 
 from .errors import invalid_request
@@ -24,12 +26,17 @@ from .errors import invalid_request
 StopParam = str | Annotated[list[str], Field(max_length=4)] | None
 
 
+INT64 = 2**63
+TOKEN_ID = re.compile(r"[0-9]{1,9}")
+MAX_ARGUMENT_NESTING = 64
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
 
 
 class StreamOptions(_Part):
@@ -134,7 +141,7 @@ class _SamplingFields(_Body):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: StopParam = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64, lt=INT64)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     stream: bool | None = False
@@ -143,15 +150,15 @@ class _SamplingFields(_Body):
     n: int | None = Field(default=None, ge=1)
     logit_bias: dict[str, float] | None = None
     # llama.cpp extras that clients of llama.cpp servers send.
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=100_000)
     min_p: float | None = Field(default=None, ge=0, le=1)
-    repeat_penalty: float | None = Field(default=None, gt=0)
+    repeat_penalty: float | None = Field(default=None, ge=0.01, le=10)
 
     @field_validator("logit_bias")
     @classmethod
     def _bias_keys_are_token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key, bias in (value or {}).items():
-            if not key.isdigit():
+            if not TOKEN_ID.fullmatch(key):
                 raise PydanticCustomError("token_id", "Keys must be token ids, such as '1234'.")
             if not -100 <= bias <= 100:
                 raise PydanticCustomError("bias_range", "Biases must be between -100 and 100.")
@@ -211,8 +218,8 @@ class _SamplingFields(_Body):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, lt=2**31)
+    max_completion_tokens: int | None = Field(default=None, ge=1, lt=2**31)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
@@ -264,6 +271,8 @@ class ChatCompletionRequest(_SamplingFields):
                     f"'tool_choice' names the function '{wanted}', which is not in 'tools'.",
                     param="tool_choice",
                 )
+        self._refuse_unenforceable_schemas()
+        self._refuse_unreadable_tool_calls()
         forced = self.tool_mode in ("required", "named")
         if (
             forced
@@ -273,6 +282,30 @@ class ChatCompletionRequest(_SamplingFields):
             raise invalid_request(
                 "'response_format' cannot be combined with a forced tool call.", param="response_format"
             )
+
+    def _refuse_unenforceable_schemas(self) -> None:
+        """Schemas that could not be turned into a grammar safely: a 400 naming the keyword."""
+        located: list[tuple[str, Any]] = []
+        if isinstance(self.response_format, ResponseFormatJsonSchema):
+            located.append(("response_format.json_schema.schema", self.response_format.json_schema.schema_))
+        for i, tool in enumerate(self.tools or []):
+            located.append((f"tools[{i}].function.parameters", tool.function.parameters))
+        for where, schema in located:
+            problem = schema_problem(schema)
+            if problem:
+                path, sentence = problem
+                raise invalid_request(
+                    sentence, param=f"{where}.{path}" if path else where, code="invalid_schema"
+                )
+
+    def _refuse_unreadable_tool_calls(self) -> None:
+        for i, message in enumerate(self.messages):
+            for j, call in enumerate(message.tool_calls or []):
+                if json_nesting(call.function.arguments) > MAX_ARGUMENT_NESTING:
+                    raise invalid_request(
+                        f"Tool call arguments may nest at most {MAX_ARGUMENT_NESTING} levels deep.",
+                        param=f"messages[{i}].tool_calls[{j}].function.arguments",
+                    )
 
     def constraint(self) -> JsonConstraint | None:
         fmt = self.response_format
@@ -290,7 +323,7 @@ class CompletionRequest(_SamplingFields):
         | Annotated[list[int], Field(min_length=1)]
         | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
     )
-    max_tokens: int | None = Field(default=16, ge=0)
+    max_tokens: int | None = Field(default=16, ge=0, lt=2**31)
     echo: bool | None = None
     logprobs: int | None = Field(default=None, ge=0, le=5)
     suffix: str | None = None
@@ -307,6 +340,16 @@ class CompletionRequest(_SamplingFields):
                 raise invalid_request(
                     f"'best_of' may be at most {settings.API_MAX_N} on this server.", param="best_of"
                 )
+        prompts = len(self.prompts())
+        generations = prompts * max(self.best_of or 1, self.choices_per_prompt)
+        if generations > settings.API_MAX_N:
+            param = "prompt" if prompts > 1 else ("best_of" if self.best_of else "n")
+            raise invalid_request(
+                f"A request may ask for at most {settings.API_MAX_N} generations on this server "
+                f"(prompts x max(n, best_of)); this one asks for {generations}.",
+                param=param,
+                code="too_many_generations",
+            )
 
     def prompts(self) -> list[str] | list[list[int]]:
         """Each prompt, as text or as token ids."""
@@ -316,3 +359,25 @@ class CompletionRequest(_SamplingFields):
         if all(isinstance(p, int) for p in prompt):
             return [cast(list[int], prompt)]
         return cast(list[str] | list[list[int]], list(prompt))
+
+
+def json_nesting(text: str) -> int:
+    """How deeply brackets nest in ``text``, outside JSON strings (without parsing it)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

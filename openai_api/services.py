@@ -83,10 +83,23 @@ async def generation_start(
     """
     model = requests[0].model
     scheduler = await model_scheduler(model, api_key)
+    scheduler.check_room(len(requests))
     prepared = [await scheduler.prepare(request) for request in requests]
     cap = settings.API_MAX_PROMPT_TOKENS
     if cap and any(len(p.tokens) > cap for p in prepared):
         raise invalid_request(f"Prompts may be at most {cap} tokens on this server.", param=prompt_param)
+    scored = sum(
+        len(p.tokens)
+        for r, p in zip(requests[::choices_per_prompt], prepared[::choices_per_prompt], strict=True)
+        if r.sampling.prompt_logprobs is not None
+    )
+    if scored > settings.API_MAX_SCORED_TOKENS:
+        raise invalid_request(
+            f"'echo' with 'logprobs' may score at most {settings.API_MAX_SCORED_TOKENS} prompt tokens "
+            f"per request on this server; this one has {scored}.",
+            param="logprobs",
+            code="too_many_scored_tokens",
+        )
     reserve = sum(
         len(p.tokens) + scheduler.max_new_tokens(r, p) for r, p in zip(requests, prepared, strict=True)
     )

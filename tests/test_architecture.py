@@ -36,7 +36,8 @@ def test_llm_backend_does_not_import_the_http_layer() -> None:
 
 
 def test_only_the_adapter_modules_import_llama_cpp() -> None:
-    """The model (engine.py) and its decoding context (batching.py); and the benchmark whose
+    """The model (engine.py), its decoding context (batching.py), its samplers (sampler.py) and
+    schema-to-grammar conversion (grammars.py); and the benchmark whose
     point is to measure llama-cpp-python itself, in process."""
     importers = {
         str(path.relative_to(ROOT))
@@ -44,7 +45,13 @@ def test_only_the_adapter_modules_import_llama_cpp() -> None:
         if any(name.split(".")[0] == "llama_cpp" for name in _imports(path))
     }
 
-    assert importers == {"llm_backend/engine.py", "llm_backend/batching.py", "bench/compare.py"}
+    assert importers == {
+        "llm_backend/engine.py",
+        "llm_backend/batching.py",
+        "llm_backend/sampler.py",
+        "llm_backend/grammars.py",
+        "bench/compare.py",
+    }
 
 
 def test_vendored_openai_schemas_match_the_shared_copy() -> None:
