@@ -17,7 +17,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from llm_backend.exceptions import EngineError
 
@@ -26,8 +26,6 @@ from .errors import (
     ApiError,
     error_response,
     from_engine_error,
-    from_validation_error,
-    invalid_request,
     method_not_allowed,
     server_error,
 )
@@ -39,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 BodyT = TypeVar("BodyT", bound=BaseModel)
-
-_logged_unknown_fields: set[str] = set()
 
 
 def api_endpoint(
@@ -108,27 +104,6 @@ def _as_api_error(exc: Exception, record: RequestRecord, prompt_param: str) -> A
         )
     logger.exception("unhandled error in %s", record.request_id)
     return server_error()
-
-
-def parse_body(request: HttpRequest, schema: type[BodyT]) -> BodyT:
-    """Validate the JSON body against ``schema``; 400 with ``param`` on any mismatch."""
-    raw = request.body
-    if not raw.strip():
-        raise invalid_request("The request body is empty; send a JSON object.")
-    try:
-        body = schema.model_validate_json(raw)
-    except ValidationError as exc:
-        if exc.errors()[0]["type"] == "json_invalid":
-            raise invalid_request(
-                "We could not parse the JSON body of your request. (HINT: This likely means you "
-                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
-            ) from None
-        raise from_validation_error(exc) from None
-    for name in body.model_extra or {}:
-        if name not in _logged_unknown_fields:
-            _logged_unknown_fields.add(name)
-            logger.warning("ignoring unknown request field %r (logged once)", name)
-    return body
 
 
 def json_response(body: BaseModel, status: int = 200) -> HttpResponse:

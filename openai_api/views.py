@@ -7,16 +7,17 @@ from django.http import HttpRequest, HttpResponseBase
 from . import services, sse
 from .chat_completions import chat_completion_create, chat_completion_stream, chat_requests
 from .completions import completion_create, completion_plan, completion_stream
-from .endpoints import api_endpoint, json_response, parse_body
+from .endpoints import api_endpoint, json_response
 from .errors import not_found
 from .models import ApiKey
+from .request_body import parse_body
 from .request_record import RequestRecord
 from .schemas import ChatCompletionRequest, CompletionRequest
 
 
 @api_endpoint(methods=("POST",), id_prefix="chatcmpl")
 async def chat_completions(request: HttpRequest, record: RequestRecord, api_key: ApiKey) -> HttpResponseBase:
-    body = parse_body(request, ChatCompletionRequest)
+    body = await parse_body(request, ChatCompletionRequest)
     record.model, record.stream, record.user = body.model, bool(body.stream), body.user
     if record.keeps_text:
         record.prompt_text = body.model_dump_json(include={"messages"})
@@ -36,7 +37,7 @@ async def chat_completions(request: HttpRequest, record: RequestRecord, api_key:
 
 @api_endpoint(methods=("POST",), id_prefix="cmpl", prompt_param="prompt")
 async def completions(request: HttpRequest, record: RequestRecord, api_key: ApiKey) -> HttpResponseBase:
-    body = parse_body(request, CompletionRequest)
+    body = await parse_body(request, CompletionRequest)
     record.model, record.stream, record.user = body.model, bool(body.stream), body.user
     if record.keeps_text:
         record.prompt_text = "\n\n".join(p if isinstance(p, str) else str(p) for p in body.prompts())
