@@ -17,16 +17,25 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 
 class LifespanMiddleware:
-    """Runs ``startup`` (in a thread) before the server accepts requests, ``shutdown`` after.
+    """Runs ``startup`` (in a thread) before the server accepts requests, ``shutdown`` after;
+    ``started`` (on the event loop, after ``startup``) installs what needs the loop.
 
     A start-up failure is reported to the server as ``lifespan.startup.failed`` with the
     exception's sentence, so uvicorn exits with that message instead of serving errors.
     """
 
-    def __init__(self, app: ASGIApp, *, startup: Callable[[], None], shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        startup: Callable[[], None],
+        shutdown: Callable[[], None],
+        started: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.startup = startup
         self.shutdown = shutdown
+        self.started = started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -41,6 +50,8 @@ class LifespanMiddleware:
                     logger.error("start-up failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                if self.started is not None:
+                    self.started()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
