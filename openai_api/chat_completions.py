@@ -21,7 +21,15 @@ from llm_backend.types import (
 from . import responses as wire
 from .schemas import ChatCompletionRequest
 from .services import StartedGeneration, UsageMeter, generation_collect, sse_stream
-from .tool_calls import CallStreamer, chat_messages, forced_call_schema, new_call_id, parse_call
+from .tool_calls import (
+    CallStreamer,
+    ToolCall,
+    chat_messages,
+    forced_call_parts,
+    forced_call_schema,
+    new_call_id,
+    parse_call,
+)
 
 
 def chat_requests(body: ChatCompletionRequest, request_id: str) -> list[GenerationRequest]:
@@ -30,7 +38,8 @@ def chat_requests(body: ChatCompletionRequest, request_id: str) -> list[Generati
     messages = chat_messages(body.messages, body.tools if mode != "none" else None)
     if mode in ("required", "named"):
         only = body.tool_choice.function.name if mode == "named" else None  # type: ignore[union-attr]
-        constraint: JsonConstraint | None = JsonConstraint(schema=forced_call_schema(body.tools or [], only))
+        schema = forced_call_schema(body.tools or [], only)
+        constraint: JsonConstraint | None = JsonConstraint(schema=schema, param="tools")
     else:
         constraint = body.constraint()
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
@@ -53,7 +62,7 @@ async def chat_completion_create(
     for i, collected in enumerate(await generation_collect(started, meter)):
         text = collected.joined
         finish = collected.finish_reason
-        call = parse_call(text, body.tools or []) if body.tool_mode != "none" and finish == "stop" else None
+        call = _reply_call(text, finish, body)
         if call is not None:
             message = wire.AssistantMessage(
                 role="assistant",
@@ -67,13 +76,14 @@ async def chat_completion_create(
                     )
                 ],
             )
-            finish = "tool_calls"
+            finish = "tool_calls" if finish == "stop" else finish
         else:
             message = wire.AssistantMessage(role="assistant", content=text, refusal=None)
+        meter.record.finish_reason = finish
         logprobs = wire.chat_logprobs(collected.logprobs) if body.logprobs else None
         choices.append(wire.ChatChoice(index=i, message=message, logprobs=logprobs, finish_reason=finish))  # type: ignore[arg-type]
     meta = started.meta
-    return wire.ChatCompletion(
+    completion = wire.ChatCompletion(
         id=meta.id,
         object="chat.completion",
         created=meta.created,
@@ -81,6 +91,20 @@ async def chat_completion_create(
         choices=choices,
         usage=wire.usage_out(meter.usage()),
     )
+    if meta.service_tier is not None:
+        completion.service_tier = meta.service_tier
+    return completion
+
+
+def _reply_call(text: str, finish: str, body: ChatCompletionRequest) -> ToolCall | None:
+    """The call a whole reply makes: a forced call always (its arguments as far as they were
+    written when ``max_tokens`` cut it), with ``auto`` a reply that parses as one."""
+    if body.tool_mode in ("required", "named"):
+        name, arguments = forced_call_parts(text, complete=finish == "stop")
+        return None if name is None else ToolCall(id=new_call_id(), name=name, arguments=arguments)
+    if body.tool_mode == "auto" and finish == "stop":
+        return parse_call(text, body.tools or [])
+    return None
 
 
 class _ChoiceState:
@@ -101,9 +125,10 @@ class ChatChunks:
     known to be a call or not.
     """
 
-    def __init__(self, meta: wire.ResponseMeta, body: ChatCompletionRequest) -> None:
+    def __init__(self, meta: wire.ResponseMeta, body: ChatCompletionRequest, meter: UsageMeter) -> None:
         self.meta = meta
         self.body = body
+        self.meter = meter
         self.tool_mode = body.tool_mode
         self.states: dict[int, _ChoiceState] = {}
 
@@ -117,14 +142,23 @@ class ChatChunks:
     def __call__(self, index: int, event: GenerationEvent) -> list[BaseModel]:
         state = self.states.setdefault(index, _ChoiceState())
         out: list[BaseModel] = []
-        if not state.opened:
-            state.opened = True
-            out.append(self.chunk(index, role=True))
+        if self.tool_mode in ("required", "named"):
+            out += self._open(index, state, content=None)
+        elif self.tool_mode != "auto":
+            out += self._open(index, state, content="")
         if isinstance(event, TextDelta):
             out += self._delta(index, state, event)
         elif isinstance(event, Finished):
             out += self._finish(index, state, event)
         return out
+
+    def _open(self, index: int, state: _ChoiceState, *, content: str | None) -> list[BaseModel]:
+        """The role chunk, once: ``content`` null when the reply is a tool call, as OpenAI sends.
+        With ``tool_choice`` auto it waits until the reply is known to be a call or text."""
+        if state.opened:
+            return []
+        state.opened = True
+        return [self.chunk(index, role=True, role_content=content)]
 
     def _logprobs(self, entries: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> wire.ChoiceLogprobs | None:
         return wire.chat_logprobs(list(entries)) if self.body.logprobs else None
@@ -159,26 +193,30 @@ class ChatChunks:
                 return []
             text, entries = state.held_text, state.held_logprobs
             state.held_text, state.held_logprobs = "", []
-            return [self.chunk(index, content=text, logprobs=self._logprobs(entries))]
+            opening = self._open(index, state, content="")
+            return [*opening, self.chunk(index, content=text, logprobs=self._logprobs(entries))]
         return [self.chunk(index, content=event.text, logprobs=self._logprobs(event.logprobs))]
 
     def _finish(self, index: int, state: _ChoiceState, event: Finished) -> list[BaseModel]:
         out: list[BaseModel] = []
         finish: str = event.finish_reason
         if self.tool_mode in ("required", "named"):
-            out += self._call_chunks(index, state, None, state.streamer.finish())
+            out += self._call_chunks(index, state, None, state.streamer.finish(complete=finish == "stop"))
             if state.streamer.name is not None and finish == "stop":
                 finish = "tool_calls"
-        elif state.held_text:
+        elif self.tool_mode == "auto":
             call = parse_call(state.held_text, self.body.tools or []) if finish == "stop" else None
             if call is not None:
                 state.call_id = call.id
+                out += self._open(index, state, content=None)
                 out += self._call_chunks(index, state, call.name, call.arguments)
                 finish = "tool_calls"
             else:
-                out.append(
-                    self.chunk(index, content=state.held_text, logprobs=self._logprobs(state.held_logprobs))
-                )
+                out += self._open(index, state, content="")
+                if state.held_text:
+                    logprobs = self._logprobs(state.held_logprobs)
+                    out.append(self.chunk(index, content=state.held_text, logprobs=logprobs))
+        self.meter.record.finish_reason = finish
         out.append(self.chunk(index, finish_reason=finish))
         return out
 
@@ -186,5 +224,5 @@ class ChatChunks:
 def chat_completion_stream(
     started: StartedGeneration, meter: UsageMeter, body: ChatCompletionRequest
 ) -> AsyncIterator[bytes]:
-    chunks = ChatChunks(started.meta, body)
+    chunks = ChatChunks(started.meta, body, meter)
     return sse_stream(started, meter, chunks, chunks.usage if body.include_usage else None)

@@ -95,6 +95,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsageOut
+    service_tier: str | None = None
 
 
 class ChatDelta(BaseModel):
@@ -117,6 +118,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: UsageOut | None = None
+    service_tier: str | None = None
 
 
 class CompletionLogprobs(BaseModel):
@@ -190,6 +192,8 @@ def chat_chunk(
     )
     if include_usage:
         chunk.usage = usage_out(usage) if usage is not None else None
+    if meta.service_tier is not None:
+        chunk.service_tier = meta.service_tier
     return chunk
 
 
@@ -197,12 +201,13 @@ def chat_chunk_choice(
     index: int,
     *,
     role: bool = False,
+    role_content: str | None = "",
     content: str | None = None,
     tool_calls: list[ToolCallDeltaOut] | None = None,
     logprobs: ChoiceLogprobs | None = None,
     finish_reason: FinishReason | None = None,
 ) -> ChatChunkChoice:
-    delta = ChatDelta(role="assistant", content="") if role else ChatDelta()
+    delta = ChatDelta(role="assistant", content=role_content) if role else ChatDelta()
     if content is not None:
         delta.content = content
     if tool_calls is not None:
@@ -240,8 +245,10 @@ def completion_chunk(
 
 
 class ResponseMeta(BaseModel):
-    """What every body and chunk of one response shares: id, created, model."""
+    """What every body and chunk of one response shares: id, created, model (and the service
+    tier, ``default``, when the request named one)."""
 
     id: str
     created: int
     model: str
+    service_tier: str | None = None

@@ -52,7 +52,7 @@ def tools_instruction(tools: Sequence[ToolDefinition]) -> str:
 def _call_text(name: str, arguments: str) -> str:
     try:
         parsed = json.loads(arguments)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         parsed = arguments
     return json.dumps({"name": name, "arguments": parsed}, ensure_ascii=False)
 
@@ -103,7 +103,7 @@ def parse_call(text: str, tools: Sequence[ToolDefinition]) -> ToolCall | None:
     """The call ``text`` makes, if it is one JSON object naming a known tool."""
     try:
         value = json.loads(text.strip())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     names = {t.function.name for t in tools}
     if not isinstance(value, dict) or value.get("name") not in names or "arguments" not in value:
@@ -111,7 +111,38 @@ def parse_call(text: str, tools: Sequence[ToolDefinition]) -> ToolCall | None:
     arguments = value["arguments"]
     if not isinstance(arguments, dict):
         return None
-    return ToolCall(id=new_call_id(), name=value["name"], arguments=json.dumps(arguments, ensure_ascii=False))
+    return ToolCall(id=new_call_id(), name=value["name"], arguments=compact_json(arguments))
+
+
+def compact_json(value: object) -> str:
+    """JSON without whitespace between tokens, as OpenAI writes tool-call arguments."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class JsonMinifier:
+    """Drops the whitespace between JSON tokens of a text that arrives in pieces (a grammar lets
+    the model write ``{ "city" : "Paris" }``; OpenAI sends ``{"city":"Paris"}``)."""
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._escaped = False
+
+    def feed(self, text: str) -> str:
+        out: list[str] = []
+        for char in text:
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif char == "\\":
+                    self._escaped = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif char in " \t\n\r":
+                continue
+            out.append(char)
+        return "".join(out)
 
 
 _HEADER = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*', re.S)
@@ -121,16 +152,18 @@ class CallStreamer:
     """Splits a forced call's text, as it streams, into its name and its arguments' fragments.
 
     ``feed`` returns ``(name_if_just_known, arguments_fragment)``. The arguments are the text
-    after ``"arguments":`` up to the wrapper's closing brace, which is held back until the end.
+    after ``"arguments":`` up to the wrapper's closing brace, which is held back until the end;
+    whitespace between JSON tokens is dropped, as in OpenAI's arguments.
     """
 
     def __init__(self) -> None:
         self.buffer = ""
         self.name: str | None = None
         self._sent = 0
+        self._minifier = JsonMinifier()
 
     def feed(self, text: str) -> tuple[str | None, str]:
-        self.buffer += text
+        self.buffer += self._minifier.feed(text)
         announced = None
         if self.name is None:
             match = _HEADER.match(self.buffer)
@@ -143,10 +176,18 @@ class CallStreamer:
         self._sent += len(ready)
         return announced, ready
 
-    def finish(self) -> str:
-        """The rest of the arguments, the wrapper's closing brace removed."""
-        tail = self.buffer[self._sent :].rstrip()
-        if tail.endswith("}"):
-            tail = tail[:-1].rstrip()
+    def finish(self, *, complete: bool = True) -> str:
+        """The rest of the arguments: without the wrapper's closing brace when the call is
+        ``complete``; all that was written when it was cut short (by ``max_tokens``)."""
+        tail = self.buffer[self._sent :] if self.name is not None else ""
+        if complete and tail.endswith("}"):
+            tail = tail[:-1]
         self._sent = len(self.buffer)
         return tail
+
+
+def forced_call_parts(text: str, *, complete: bool) -> tuple[str | None, str]:
+    """The function name and arguments of a forced call's whole text (None: no name yet)."""
+    streamer = CallStreamer()
+    _, arguments = streamer.feed(text)
+    return streamer.name, arguments + streamer.finish(complete=complete)

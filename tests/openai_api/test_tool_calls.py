@@ -3,7 +3,13 @@ from __future__ import annotations
 import json
 
 from openai_api.schemas import ChatMessageIn, ToolDefinition
-from openai_api.tool_calls import CallStreamer, chat_messages, forced_call_schema, parse_call
+from openai_api.tool_calls import (
+    CallStreamer,
+    chat_messages,
+    forced_call_parts,
+    forced_call_schema,
+    parse_call,
+)
 
 TOOLS = [
     ToolDefinition.model_validate(
@@ -72,3 +78,34 @@ def test_calls_and_results_become_readable_turns() -> None:
     assert user.content == "Weather?"
     assert json.loads(assistant.content) == {"name": "get_weather", "arguments": {"c": 1}}
     assert (result.role, result.content) == ("user", "Result of get_weather: sunny")
+
+
+def test_streamed_arguments_lose_the_grammar_whitespace_but_not_the_strings() -> None:
+    streamer = CallStreamer()
+    pieces = [
+        '{ "name" : "get_weather" , "arguments" : ',
+        '{ "city" :',
+        ' "New  York" ,\n "n": [1, 2] }',
+        " }",
+    ]
+
+    fragments = [streamer.feed(p)[1] for p in pieces]
+    arguments = "".join(fragments) + streamer.finish()
+
+    assert arguments == '{"city":"New  York","n":[1,2]}'
+
+
+def test_a_call_cut_short_keeps_every_argument_written_so_far() -> None:
+    name, arguments = forced_call_parts(
+        '{"name": "get_weather", "arguments": {"city": {"a": 1}', complete=False
+    )
+
+    assert name == "get_weather"
+    assert arguments == '{"city":{"a":1}'
+    assert forced_call_parts('{"na', complete=False) == (None, "")
+
+
+def test_parsed_calls_have_compact_arguments() -> None:
+    call = parse_call('{"name": "get_weather", "arguments": {"city": "Oslo", "days": [1, 2]}}', TOOLS)
+
+    assert call is not None and call.arguments == '{"city":"Oslo","days":[1,2]}'
