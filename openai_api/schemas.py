@@ -230,6 +230,14 @@ class ChatCompletionRequest(_SamplingFields):
     function_call: Any = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    # Accepted with the effects the README states: no reasoning here (reasoning_effort has none),
+    # text is the only modality, every request is served at the "default" tier (echoed back),
+    # and the prefix cache is shared by all requests whatever their prompt_cache_key.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    modalities: list[Literal["text"]] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
     @property
     def max_tokens_param(self) -> str:

@@ -29,6 +29,8 @@ async def chat_completions(request: HttpRequest, record: RequestRecord, api_key:
         prompt_param="messages",
         choices_per_prompt=body.choices_per_prompt,
     )
+    if body.service_tier is not None:
+        started.meta.service_tier = "default"
     meter = services.UsageMeter(record, body.choices_per_prompt)
     if body.stream:
         return sse.event_stream_response(chat_completion_stream(started, meter, body))
