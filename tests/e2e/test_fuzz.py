@@ -1,4 +1,5 @@
-"""Property-based fuzzing of both endpoints: any JSON, any bytes, streaming or not.
+"""Property-based fuzzing of both endpoints: any JSON, any bytes, streaming or not; and random
+JSON Schemas (large bounds, odd patterns, references) as response formats and tool parameters.
 
 Every answer is a 2xx or an OpenAI-shaped 4xx (never a 5xx, a hang or a stream without
 ``[DONE]``). Bounded and deterministic: fixed examples per test (hypothesis derandomized),
@@ -137,3 +138,95 @@ def test_completions_answer_any_json_body_properly(fuzz_http: httpx.Client, body
 def test_any_bytes_get_a_proper_answer(fuzz_http: httpx.Client, raw: bytes) -> None:
     for path in ("/chat/completions", "/completions"):
         _check(fuzz_http, path, raw)
+
+
+odd_patterns = st.sampled_from(
+    [
+        "^[\\x00]$",
+        "^(a|b)*c$",
+        "^((a{10}){10}){10}$",
+        "^((a{10}){10}){11}$",
+        "^a{1000}$",
+        "^a{1001}$",
+        "^(?=x)y$",
+        "^\\1$",
+        "^[$",
+        "abc",
+        "^.*$",
+        "^[\\u0000-\\uffff]{0,5}$",
+        "^(((((((((((a)))))))))))$",
+    ]
+) | st.text(max_size=30).map(lambda t: f"^{t}$")
+bounds = st.integers(0, 3) | st.integers(900, 1100) | st.integers(10**5, 10**9) | json_scalars
+
+
+def _schemas(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return (
+        st.fixed_dictionaries(
+            {"type": st.just("string")},
+            optional={
+                "minLength": bounds,
+                "maxLength": bounds,
+                "pattern": odd_patterns,
+                "format": st.text(max_size=8),
+            },
+        )
+        | st.fixed_dictionaries(
+            {"type": st.just("array"), "items": inner}, optional={"minItems": bounds, "maxItems": bounds}
+        )
+        | st.fixed_dictionaries(
+            {
+                "type": st.just("object"),
+                "properties": st.dictionaries(st.text(max_size=6), inner, max_size=3),
+            },
+            optional={
+                "required": st.lists(st.text(max_size=6), max_size=3),
+                "additionalProperties": st.booleans(),
+            },
+        )
+        | st.fixed_dictionaries({"anyOf": st.lists(inner, max_size=3)})
+        | st.fixed_dictionaries({"enum": st.lists(json_scalars, max_size=4)})
+        | st.fixed_dictionaries({"const": json_values})
+        | st.fixed_dictionaries({"$ref": st.sampled_from(["#/$defs/x", "#", "http://x", "#/nope"])})
+        | st.dictionaries(st.text(max_size=8), json_values, max_size=3)
+    )
+
+
+json_schemas = st.recursive(
+    st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "number", "boolean", "null"])}),
+    _schemas,
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(schema=json_schemas, stream=st.booleans())
+def test_any_response_format_schema_gets_a_proper_answer(
+    fuzz_http: httpx.Client, schema: dict[str, Any], stream: bool
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "JSON please"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "temperature": 0,
+        "stream": stream,
+    }
+    _check(fuzz_http, "/chat/completions", json.dumps(body).encode())
+
+
+@FUZZ
+@given(
+    schema=json_schemas,
+    choice=st.sampled_from(["required", "auto", {"type": "function", "function": {"name": "f"}}]),
+)
+def test_any_tool_parameter_schema_gets_a_proper_answer(
+    fuzz_http: httpx.Client, schema: dict[str, Any], choice: Any
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Call f."}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        "tool_choice": choice,
+        "temperature": 0,
+    }
+    _check(fuzz_http, "/chat/completions", json.dumps(body).encode())
