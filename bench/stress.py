@@ -10,6 +10,11 @@ request, and the server's resident memory (``--pid`` and its children) before an
 soak: the same, longer, printing memory every ``--every`` seconds.
 storm: ``--clients`` long streams, all hung up at once; reports how long until the server
 has no busy slot and no queue (from /metrics), then the next request's time to first token.
+hostile: 7 plain streams alone, then beside prompt scoring (echo with logprobs, as large as the
+server allows) and beside a json_object request (their inter-token latency, p50/p95, and the
+server's memory); /metrics size before and after 300 unauthenticated requests to random 8 KB
+paths; /health latency while ``--clients`` connections hold half-sent requests, and how long
+until the server closed them.
 Traffic goes only to ``--base-url`` (loopback by default); every loop is bounded in time.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -196,11 +202,122 @@ async def storm(args: argparse.Namespace) -> int:
     return 0 if idle_after is not None and idle_after <= 1.0 else 1
 
 
+async def _timed_stream(http: httpx.AsyncClient, body: dict[str, object]) -> list[float]:
+    """Gaps between the chunks of one streamed request, in seconds."""
+    stamps: list[float] = []
+    async with http.stream("POST", "/chat/completions", json={**body, "stream": True}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                stamps.append(time.perf_counter())
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def _beside(http: httpx.AsyncClient, args: argparse.Namespace, extra: object) -> list[float]:
+    """Inter-token gaps of 7 plain streams while ``extra`` (a coroutine factory, or None) runs."""
+    plain = {
+        "model": args.model,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 64,
+        "logit_bias": {"1": -100, "106": -100},
+    }
+    streams = [asyncio.create_task(_timed_stream(http, plain)) for _ in range(7)]
+    side = asyncio.create_task(extra()) if callable(extra) else None
+    gaps = [gap for result in await asyncio.gather(*streams) for gap in result]
+    if side is not None:
+        side.cancel()
+        await asyncio.gather(side, return_exceptions=True)
+    return gaps
+
+
+async def hostile(args: argparse.Namespace) -> int:
+    headers = {"Authorization": f"Bearer {args.api_key}"}
+    root = args.base_url.rsplit("/v1", 1)[0]
+    rows: list[str] = []
+    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, timeout=300) as http:
+        text = " ".join(["word"] * 950)
+
+        async def scoring() -> None:
+            body = {"model": args.model, "prompt": [text, text + " more"], "echo": True, "logprobs": 1}
+            while True:
+                response = await http.post("/completions", json={**body, "max_tokens": 0})
+                logger.info("scoring request: %d", response.status_code)
+
+        async def constrained() -> None:
+            body = {
+                "model": args.model,
+                "messages": [{"role": "user", "content": "A JSON object about cats."}],
+                "response_format": {"type": "json_object"},
+                "max_tokens": 200,
+            }
+            while True:
+                await http.post("/chat/completions", json=body)
+
+        for label, extra in (
+            ("7 plain streams alone", None),
+            ("beside prompt scoring", scoring),
+            ("beside a json_object request", constrained),
+        ):
+            gaps = await _beside(http, args, extra)
+            rows.append(
+                f"| {label} | {_pct(gaps, 0.5):.0f} | {_pct(gaps, 0.95):.0f} | {rss_mb(args.pid) or 0:.0f} |"
+            )
+            logger.info("%s done", label)
+    sys.stdout.write(
+        "\n| 7 plain streams | ITL p50 ms | ITL p95 ms | server RSS MB after |\n|---|---:|---:|---:|\n"
+    )
+    sys.stdout.write("\n".join(rows) + "\n")
+
+    async with httpx.AsyncClient(timeout=30) as plain_http:
+        before = len((await plain_http.get(root + "/metrics")).content)
+        for i in range(300):
+            await plain_http.get(f"{args.base_url}/{i}{'x' * 8192}")
+        after = len((await plain_http.get(root + "/metrics")).content)
+    sys.stdout.write(f"\n/metrics: {before} bytes before, {after} after 300 random 8 KB paths\n")
+
+    host, port = root.split("//", 1)[1].split(":")
+    held: list[asyncio.StreamWriter] = []
+    readers: list[asyncio.StreamReader] = []
+    for _ in range(args.clients):
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            break
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        held.append(writer)
+        readers.append(reader)
+    opened = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as plain_http:
+        probe = time.perf_counter()
+        status = (await plain_http.get(root + "/health")).status_code
+        health_ms = (time.perf_counter() - probe) * 1000
+
+    async def closed(reader: asyncio.StreamReader) -> float:
+        await reader.read()
+        return time.monotonic() - opened
+
+    try:
+        times = await asyncio.wait_for(asyncio.gather(*(closed(r) for r in readers)), 120)
+        closing = f"all closed by the server within {max(times):.1f} s"
+    except TimeoutError:
+        closing = "some still open after 120 s"
+    for writer in held:
+        writer.close()
+    sys.stdout.write(
+        f"{len(held)} half-sent requests held: /health {status} in {health_ms:.0f} ms; {closing}\n"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["load", "soak", "storm"])
+    parser.add_argument("mode", choices=["load", "soak", "storm", "hostile"])
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--model", default="gemma-3-270m")
@@ -215,6 +332,9 @@ def main() -> int:
     if args.mode == "storm":
         args.clients = args.clients or 32
         return asyncio.run(storm(args))
+    if args.mode == "hostile":
+        args.clients = args.clients or 500
+        return asyncio.run(hostile(args))
     args.clients = args.clients or 64
     args.duration = args.duration or (30.0 if args.mode == "load" else 300.0)
     return run_load(args, every=args.every if args.mode == "soak" else None)
