@@ -28,7 +28,7 @@ run: setup serve
 serve:
 	$(PY) manage.py welcome --host $(HOST) --port $(PORT)
 	$(PY) manage.py clear_metrics
-	$(VENV)/bin/uvicorn inference_site.asgi:application --host $(HOST) --port $(PORT)
+	$(PY) -m inference_site.serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

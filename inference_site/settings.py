@@ -150,6 +150,12 @@ SITE_MAX_BODY_BYTES: int = env.integer("SITE_MAX_BODY_BYTES", 1024 * 1024) or 10
 # Seconds a client may take to send a whole request body, from when the server starts reading
 # it (after its headers and, on /v1, its key are checked); a slower one gets 408.
 BODY_READ_TIMEOUT: float = env.seconds("BODY_READ_TIMEOUT") or 30.0
+# Seconds a connection may take to send its request headers, from when it opens or its previous
+# response ends; then it is closed (python -m inference_site.serve applies these two).
+HTTP_HEADER_TIMEOUT: float = env.seconds("HTTP_HEADER_TIMEOUT") or 10.0
+# Open connections per worker process; past it the one idle longest is closed (each takes a file
+# descriptor: 768 leaves room for the rest under the 1024 that systemd allows by default).
+HTTP_MAX_CONNECTIONS: int = env.integer("HTTP_MAX_CONNECTIONS", 768) or 768
 # Caps on what one request may ask for (over a cap: 400 naming the parameter).
 API_MAX_N: int = env.integer("API_MAX_N", 8) or 8
 API_MAX_TOKENS: int = env.integer("API_MAX_TOKENS", 0, minimum=0) or 0  # 0: only the context limits it

@@ -82,8 +82,13 @@ def start_server(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
     app: str = "inference_site.asgi:application",
+    serve: bool = False,
 ) -> Server:
-    """Migrate a fresh database in ``var_dir`` and start uvicorn on a free loopback port."""
+    """Migrate a fresh database in ``var_dir`` and start uvicorn on a free loopback port.
+
+    With ``serve``, uvicorn is started as production starts it, through ``python -m
+    inference_site.serve`` (header deadline, connection cap); ``args`` go to that launcher.
+    """
     inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     environment = {
         **inherited,
@@ -100,7 +105,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "uvicorn",
+            *(("inference_site.serve", "--app") if serve else ("uvicorn",)),
             app,
             "--host",
             "127.0.0.1",

@@ -1,13 +1,17 @@
 """Hostile input from clients without a key cannot crash, stall or blind the server.
 
 Each test drives a real uvicorn (started with small limits) the way an attacker would:
-unbounded label values for ``/metrics``, bodies too big or too slow, with and without a key.
+unbounded label values for ``/metrics``, bodies too big or too slow, with and without a key,
+and connections that never finish their request headers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -23,6 +27,7 @@ ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{
 API_LIMIT = 256 * 1024
 SITE_LIMIT = 64 * 1024
 BODY_TIMEOUT = 2.0
+HEADER_TIMEOUT = 1.5
 UPLOAD = 128 * 1024 * 1024
 # What the client can have sent when the answer comes: the limit plus the socket buffers.
 SENT_AT_MOST = 48 * 1024 * 1024
@@ -36,7 +41,21 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "API_MAX_BODY_BYTES": str(API_LIMIT),
             "SITE_MAX_BODY_BYTES": str(SITE_LIMIT),
             "BODY_READ_TIMEOUT": str(BODY_TIMEOUT),
+            "HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
         },
+        serve=True,
+    )
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server holding at most 100 connections, with a header deadline too long to interfere."""
+    server = start_server(
+        tmp_path_factory.mktemp("capped"),
+        env={"HTTP_MAX_CONNECTIONS": "100", "HTTP_HEADER_TIMEOUT": "60"},
+        serve=True,
     )
     yield server
     stop_server(server)
@@ -215,3 +234,68 @@ def test_a_body_sent_too_slowly_gets_408_and_the_connection_is_closed(
             if line.lower().startswith(b"x-request-id:")
         )
         assert wait_for_log_row(hostile.database, request_id, "status_code") == (408,)
+
+
+def _half_sent_requests(server: Server, count: int) -> list[socket.socket]:
+    """``count`` connections, every other one with half a request line, the rest silent."""
+    return [_raw_request(server, "GET /health HT" if i % 2 else "") for i in range(count)]
+
+
+def _closed_by_server(sockets: list[socket.socket], since: float, until: float) -> dict[socket.socket, float]:
+    """The sockets the server has closed by ``until``, each with when (seconds after ``since``)."""
+    closed: dict[socket.socket, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for sock in sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        while len(closed) < len(sockets) and (left := until - time.monotonic()) > 0:
+            for key, _ in selector.select(timeout=left):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1024) == b"", "the server answered a half-sent request"
+                closed[sock] = time.monotonic() - since
+                selector.unregister(sock)
+    return closed
+
+
+def _health_latency(server: Server) -> float:
+    started = time.monotonic()
+    assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
+    return time.monotonic() - started
+
+
+def test_half_sent_requests_are_closed_after_the_header_timeout_and_health_still_answers(
+    hostile: Server,
+) -> None:
+    opened = time.monotonic()
+    sockets = _half_sent_requests(hostile, 200)
+    try:
+        assert _health_latency(hostile) < 1.0
+        closed = _closed_by_server(sockets, since=opened, until=opened + HEADER_TIMEOUT + 4)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+    assert len(closed) == len(sockets)
+    assert min(closed.values()) > HEADER_TIMEOUT - 0.2
+    assert max(closed.values()) < HEADER_TIMEOUT + 2
+    assert _health_latency(hostile) < 1.0
+
+
+def test_connections_past_the_cap_close_the_ones_idle_longest(capped: Server) -> None:
+    fds = f"/proc/{capped.process.pid}/fd"
+    baseline = len(os.listdir(fds))
+    sockets = _half_sent_requests(capped, 300)
+    try:
+        latency = _health_latency(capped)
+        open_fds = len(os.listdir(fds))
+        now = time.monotonic()
+        closed = _closed_by_server(sockets, since=now, until=now + 1)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+    assert latency < 1.0
+    assert open_fds <= baseline + 100 + 5
+    assert len(closed) >= 200
+    assert not closed.keys() & set(sockets[-90:]), "the newest connections are kept"
