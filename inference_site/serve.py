@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         http=PROTOCOL,
+        # A backstop only: on SIGTERM the app itself ends every stream after
+        # SHUTDOWN_GRACE_SECONDS (inference_site.shutdown); uvicorn then cancels what is left.
+        timeout_graceful_shutdown=int(settings.SHUTDOWN_GRACE_SECONDS) + 15,
     )
 
 

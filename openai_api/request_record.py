@@ -150,7 +150,7 @@ class RequestRecord:
         )
         rate_limiter().settle_soon(self.admission, self.prompt_tokens + self.completion_tokens)
         metrics.observe_request(
-            endpoint=self.endpoint if self.status != 404 else "(unknown)",
+            endpoint=self.endpoint,
             model=self.model,
             status=self.status or 0,
             prompt_tokens=self.prompt_tokens,
