@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine import LlamaEngine
-from .exceptions import ModelNotFound
+from .exceptions import EngineUnavailable, ModelNotFound
 from .model_files import Progress, resolve_model_path
 from .scheduler import GenerationFactory, Scheduler
 from .sequences import Generation
@@ -44,6 +44,7 @@ class ModelRegistry:
         self._infos: dict[str, ModelInfo] = {}
         self._lock = threading.Lock()
         self._loaded = False
+        self._closed = False
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -65,6 +66,8 @@ class ModelRegistry:
         with self._lock:
             if self._loaded:
                 return
+            if self._closed:
+                raise EngineUnavailable("The server is shutting down.")
             for spec in self._specs:
                 started = time.perf_counter()
                 path = resolve_model_path(spec, self._model_dir)
@@ -130,6 +133,7 @@ class ModelRegistry:
             self._schedulers.clear()
             self._infos.clear()
             self._loaded = False
+            self._closed = True
 
 
 _registry: ModelRegistry | None = None
