@@ -38,6 +38,7 @@ from .exceptions import (
     InvalidTokens,
     ModelLoadError,
 )
+from .grammar_probe import GrammarProbe, ProbeFailed
 from .grammars import json_grammar
 from .logprobs import log_softmax_rows, log_softmax_top
 from .sampler import TokenSampler
@@ -123,6 +124,7 @@ class LlamaEngine:
         self.n_swa: int = int(llama_c.llama_model_n_swa(self.model))
         self._vocab = self._model.vocab
         self._render = self._chat_renderer()
+        self._grammar_probe = GrammarProbe(model_path)  # its process starts with the first grammar
 
     # -- preparation (any thread) -------------------------------------------------------
 
@@ -208,12 +210,17 @@ class LlamaEngine:
         if constraint is None:
             return None
         grammar = json_grammar(constraint.schema, param=constraint.param)
-        probe = llama_c.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-        if not probe:
+        try:
+            compiles = self._grammar_probe.compiles(grammar)
+        except ProbeFailed as exc:
+            raise InvalidConstraint(
+                f"The JSON schema cannot be enforced: compiling its grammar failed ({exc}).",
+                param=constraint.param,
+            ) from None
+        if not compiles:
             raise InvalidConstraint(
                 "The JSON schema cannot be enforced: its grammar does not compile.", param=constraint.param
             )
-        llama_c.llama_sampler_free(probe)
         return grammar
 
     def token_sampler(self, sampling: SamplingParams, grammar: str | None) -> TokenSampler:
@@ -247,6 +254,7 @@ class LlamaEngine:
         return self.token_bytes(token).decode("utf-8", "replace")
 
     def close(self) -> None:
+        self._grammar_probe.close()
         self._model.close()  # type: ignore[no-untyped-call]
 
     # -- chat templates -----------------------------------------------------------------

@@ -36,8 +36,9 @@ def test_llm_backend_does_not_import_the_http_layer() -> None:
 
 
 def test_only_the_adapter_modules_import_llama_cpp() -> None:
-    """The model (engine.py), its decoding context (batching.py), its samplers (sampler.py) and
-    schema-to-grammar conversion (grammars.py); and the benchmark whose
+    """The model (engine.py), its decoding context (batching.py), its samplers (sampler.py),
+    schema-to-grammar conversion (grammars.py) and the child process that test-compiles
+    grammars (grammar_worker.py); and the benchmark whose
     point is to measure llama-cpp-python itself, in process."""
     importers = {
         str(path.relative_to(ROOT))
@@ -50,6 +51,7 @@ def test_only_the_adapter_modules_import_llama_cpp() -> None:
         "llm_backend/batching.py",
         "llm_backend/sampler.py",
         "llm_backend/grammars.py",
+        "llm_backend/grammar_worker.py",
         "bench/compare.py",
     }
 
