@@ -155,9 +155,10 @@ def test_async_sdk_streaming_and_non_streaming_agree(async_client: openai.AsyncO
 
 NEVER_END = {"1": -100, "106": -100}  # <eos>, <end_of_turn>: the generation runs to max_tokens
 # How far apart (in logprob) the two likeliest tokens of a lone greedy step must be for a batch
-# of another shape to be certain to pick the same one. Batch shape moves a logprob by at most
-# about 0.15 with this model (bench/RESULTS.md, "Does batching change what a request says?").
-DECISIVE_GAP = 1.0
+# of another shape to be certain to pick the same one. Batch shape moved that gap by at most
+# 0.45 with two sequences and 0.8 with eight, on AVX2 kernels (LLAMA_CPU_FEATURES=avx2), and
+# less on AVX-512 ones (bench/RESULTS.md, "Does batching change what a request says?").
+DECISIVE_GAP = 1.2
 
 
 @dataclass
