@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: run serve setup check test lint typecheck bench clean
 
-# A .venv whose llama-cpp-python was built with other CPU flags (LLAMA_CPU_FEATURES, another
-# CPU) is set up again: the $(shell ...) forgets .runtime, and bootstrap.sh replaces the wheel.
+# A .venv whose llama-cpp-python was built with other CPU flags (LLAMA_CPU_FEATURES, from the
+# environment or make's command line, or another CPU) is set up again: the $(shell ...) forgets
+# .runtime, and bootstrap.sh replaces the wheel.
 $(VENV)/.runtime: requirements.txt scripts/bootstrap.sh scripts/llama_wheel.sh scripts/cpu_cmake_args.sh \
-		$(shell scripts/bootstrap.sh --stale && rm -f $(VENV)/.runtime)
+		$(shell LLAMA_CPU_FEATURES='$(LLAMA_CPU_FEATURES)' scripts/bootstrap.sh --stale && rm -f $(VENV)/.runtime)
 	PYTHON=$(PYTHON) scripts/bootstrap.sh
 	touch $@
 
