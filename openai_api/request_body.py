@@ -75,12 +75,13 @@ def _validated(raw: bytes, schema: type[BodyT]) -> BodyT:
 
 
 def _log_unknown_fields(names: list[str]) -> None:
-    if not names or len(_logged_unknown_fields) >= REMEMBERED_UNKNOWN_FIELDS:
-        return
+    """One line per request naming its unknown fields not logged before (at most a few names);
+    names are remembered up to :data:`REMEMBERED_UNKNOWN_FIELDS`, so past that a request with new
+    names still gets its one line."""
     fresh = [name for name in names[:REMEMBERED_UNKNOWN_FIELDS] if name not in _logged_unknown_fields]
     if not fresh:
         return
-    room = REMEMBERED_UNKNOWN_FIELDS - len(_logged_unknown_fields)
+    room = max(0, REMEMBERED_UNKNOWN_FIELDS - len(_logged_unknown_fields))
     _logged_unknown_fields.update(fresh[:room])
     shown = ", ".join(ascii(name[:64]) for name in fresh[:NAMES_PER_LOG_LINE])
     more = f" and {len(names) - NAMES_PER_LOG_LINE} more" if len(names) > NAMES_PER_LOG_LINE else ""
