@@ -75,14 +75,15 @@ def _validated(raw: bytes, schema: type[BodyT]) -> BodyT:
 
 
 def _log_unknown_fields(names: list[str]) -> None:
-    """One line per request naming its unknown fields not logged before (at most a few names);
-    names are remembered up to :data:`REMEMBERED_UNKNOWN_FIELDS`, so past that a request with new
-    names still gets its one line."""
+    """One line per request naming up to :data:`NAMES_PER_LOG_LINE` of its unknown fields not
+    logged before; the names shown are remembered (up to :data:`REMEMBERED_UNKNOWN_FIELDS`), so
+    each is logged once, and past that a request with new names still gets its one line."""
     fresh = [name for name in names[:REMEMBERED_UNKNOWN_FIELDS] if name not in _logged_unknown_fields]
     if not fresh:
         return
-    room = max(0, REMEMBERED_UNKNOWN_FIELDS - len(_logged_unknown_fields))
-    _logged_unknown_fields.update(fresh[:room])
-    shown = ", ".join(ascii(name[:64]) for name in fresh[:NAMES_PER_LOG_LINE])
-    more = f" and {len(names) - NAMES_PER_LOG_LINE} more" if len(names) > NAMES_PER_LOG_LINE else ""
-    logger.warning("ignoring unknown request fields %s%s (each logged once)", shown, more)
+    shown = fresh[:NAMES_PER_LOG_LINE]
+    if len(_logged_unknown_fields) + len(shown) <= REMEMBERED_UNKNOWN_FIELDS:
+        _logged_unknown_fields.update(shown)
+    listed = ", ".join(ascii(name[:64]) for name in shown)
+    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+    logger.warning("ignoring unknown request fields %s%s (each logged once)", listed, more)
