@@ -81,3 +81,13 @@ class InvalidTokens(EngineError):
     def __init__(self, message: str, *, param: str) -> None:
         super().__init__(message)
         self.param = param
+
+
+class InvalidRequest(EngineError):
+    """A request the model cannot serve as asked (a cap, a missing capability); ``param`` names
+    the field at fault and ``code`` the rule."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code

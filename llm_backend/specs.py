@@ -33,6 +33,7 @@ class ModelSpec:
 
     name: str
     path: str
+    kind: str = "llama"
     chat_format: str | None = None
     chat_template: str | None = None
     n_ctx: int = DEFAULT_N_CTX
@@ -51,7 +52,7 @@ def default_spec() -> ModelSpec:
 
 _INT_KEYS = {"n_ctx", "n_batch", "n_threads", "slots", "max_queue", "prefix_block"}
 _NUMBER_KEYS = {"queue_timeout"}
-_STR_KEYS = {"name", "path", "chat_format", "chat_template", "owned_by"}
+_STR_KEYS = {"name", "path", "kind", "chat_format", "chat_template", "owned_by"}
 
 
 def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | None = None) -> ModelSpec:
@@ -86,6 +87,8 @@ def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | Non
             raise SpecError(f"{where}: '{key}' must be a positive number of seconds, not {value!r}.")
         if key in _STR_KEYS and value is not None and not isinstance(value, str):
             raise SpecError(f"{where}: '{key}' must be a string, not {value!r}.")
+    if entry.get("kind", "llama") != "llama":
+        raise SpecError(f"{where}: a llama model has kind 'llama', not {entry['kind']!r}.")
     if entry.get("chat_format") and entry.get("chat_template"):
         raise SpecError(f"{where}: set chat_format or chat_template, not both.")
     path = str(entry["path"])
@@ -94,8 +97,11 @@ def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | Non
     return ModelSpec(**entry)
 
 
-def specs_from_file(path: Path) -> list[ModelSpec]:
-    """Read ``[[models]]`` tables from a TOML file; relative paths are relative to the file."""
+def specs_from_file(path: Path) -> list[Any]:
+    """Read ``[[models]]`` tables from a TOML file, each validated by its ``kind``
+    (:mod:`llm_backend.kinds`); relative paths are relative to the file."""
+    from .kinds import spec_from_entry
+
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -103,8 +109,10 @@ def specs_from_file(path: Path) -> list[ModelSpec]:
     entries = document.get("models")
     if not isinstance(entries, list) or not entries:
         raise SpecError(f"LLM_MODELS_FILE {path}: expected one or more [[models]] tables.")
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise SpecError(f"LLM_MODELS_FILE {path}: each [[models]] entry must be a table.")
     specs = [
-        spec_from_mapping(entry, where=f"{path} [[models]] #{i + 1}", base_dir=path.parent)
+        spec_from_entry(entry, where=f"{path} [[models]] #{i + 1}", base_dir=path.parent)
         for i, entry in enumerate(entries)
     ]
     return _unique(specs, where=str(path))
@@ -119,7 +127,7 @@ def build_specs(
     chat_template_file: str | None,
     n_ctx: int | None,
     tuning: dict[str, int | float | None] | None = None,
-) -> list[ModelSpec]:
+) -> list[Any]:
     """The served models: from a TOML file, else one model from variables, else the default.
 
     ``tuning`` (slots, max_queue, queue_timeout from the environment) applies to every model
@@ -151,8 +159,10 @@ def build_specs(
     return [spec]
 
 
-def _tuned(spec: ModelSpec, tuning: dict[str, int | float], *, where: str) -> ModelSpec:
-    """``spec`` with environment tuning for the keys its file left at their defaults."""
+def _tuned(spec: Any, tuning: dict[str, int | float], *, where: str) -> Any:
+    """``spec`` with environment tuning for the keys its file left at their defaults (llama only)."""
+    if not isinstance(spec, ModelSpec):
+        return spec
     defaults = ModelSpec(name=spec.name, path=spec.path)
     unset = {k: v for k, v in tuning.items() if getattr(spec, k) == getattr(defaults, k)}
     return spec_from_mapping({**_as_mapping(spec), **unset}, where=where) if unset else spec
@@ -162,7 +172,7 @@ def _as_mapping(spec: ModelSpec) -> dict[str, Any]:
     return {f.name: getattr(spec, f.name) for f in fields(ModelSpec)}
 
 
-def _unique(specs: list[ModelSpec], *, where: str) -> list[ModelSpec]:
+def _unique(specs: list[Any], *, where: str) -> list[Any]:
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:

@@ -1,8 +1,10 @@
 """Plain frozen values that cross the seam between ``openai_api`` and ``llm_backend``.
 
-The HTTP layer maps its wire schemas into a :class:`GenerationRequest`; the engine answers
-with an async stream of :data:`GenerationEvent` values: zero or more :class:`TextDelta`
-then exactly one :class:`Finished`.
+The HTTP layer maps its wire schemas into a :class:`BackendRequest`; a backend answers each
+choice with an async stream of :data:`GenerationEvent` values: a :class:`PromptLogprobs` when
+asked, zero or more :class:`TextDelta` and :class:`ToolCallDelta`, then exactly one
+:class:`Finished`. :class:`GenerationRequest` is one choice of one prompt, as the in-process
+engine runs it.
 """
 
 from __future__ import annotations
@@ -10,14 +12,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["system", "developer", "user", "assistant"]
-FinishReason = Literal["stop", "length"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+ToolChoice = Literal["none", "auto", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call an assistant made: ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
+    """One turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn answers the call
+    ``tool_call_id`` (of the function ``name`` when the client said so)."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: ``parameters`` is a JSON Schema's text (None: any object)."""
+
+    name: str
+    description: str = ""
+    parameters: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +84,52 @@ class SamplingParams:
     constraint: JsonConstraint | None = None
 
 
+Prompt = str | tuple[int, ...] | tuple[ChatMessage, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One generation on one model: a raw prompt (text or token ids) or chat messages to template."""
 
     model: str
-    prompt: str | tuple[int, ...] | tuple[ChatMessage, ...]
+    prompt: Prompt
     sampling: SamplingParams
     request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRequest:
+    """Everything a backend needs for one API call (see :class:`llm_backend.contract.ModelBackend`).
+
+    ``prompts`` holds one conversation (chat) or one or more prompts (completions); each runs
+    ``n`` choices, choice j seeded ``sampling.seed + j``. ``echo`` asks for each prompt's text
+    back (``handle.echoes``); ``suffix`` makes each text prompt a fill-in-the-middle prefix.
+    ``tools`` and ``tool_choice`` (or the one function ``forced_tool``) offer function calls;
+    ``sampling.constraint`` carries the response format. ``max_prompt_tokens`` and
+    ``max_scored_tokens`` are the server's caps (None: none), refused as InvalidRequest.
+    """
+
+    model: str
+    request_id: str
+    prompts: tuple[Prompt, ...]
+    sampling: SamplingParams
+    n: int = 1
+    echo: bool = False
+    suffix: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "none"
+    forced_tool: str | None = None
+    max_prompt_tokens: int | None = None
+    max_scored_tokens: int | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return any(isinstance(p, tuple) and p and isinstance(p[0], ChatMessage) for p in self.prompts)
+
+    @property
+    def prompt_param(self) -> str:
+        """The request field errors about the prompt name."""
+        return "messages" if self.is_chat else "prompt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +167,18 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of a function call: the first delta of a call carries its ``id`` and ``name``, the
+    rest only fragments of its ``arguments`` (compact JSON text, as OpenAI writes them)."""
+
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+    tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PromptLogprobs:
     """Sent first when ``prompt_logprobs`` is asked: each prompt token, the first without a logprob."""
 
@@ -115,4 +192,4 @@ class Finished:
     usage: Usage
 
 
-GenerationEvent = TextDelta | Finished | PromptLogprobs
+GenerationEvent = TextDelta | ToolCallDelta | Finished | PromptLogprobs

@@ -74,6 +74,8 @@ def from_engine_error(exc: engine.EngineError, *, prompt_param: str = "messages"
         return invalid_request(str(exc), param=exc.param, code="invalid_token_id")
     if isinstance(exc, engine.InvalidConstraint):
         return invalid_request(str(exc), param=exc.param, code="invalid_schema")
+    if isinstance(exc, engine.InvalidRequest):
+        return invalid_request(str(exc), param=exc.param, code=exc.code)
     if isinstance(exc, engine.TooManyGenerations):
         return invalid_request(str(exc), param="n", code="too_many_generations")
     if isinstance(exc, engine.ChatTemplateMissing):

@@ -110,9 +110,9 @@ def refresh_engine_gauges() -> None:
     if not registry.loaded:
         return
     for name, stats in registry.stats().items():
-        QUEUE_DEPTH.labels(name).set(stats["queue_depth"])
-        BUSY_SLOTS.labels(name).set(stats["slots_busy"])
-        TOKENS_PER_SECOND.labels(name).set(stats["tokens_per_second"])
+        QUEUE_DEPTH.labels(name).set(stats.queue_depth)
+        BUSY_SLOTS.labels(name).set(stats.slots_busy)
+        TOKENS_PER_SECOND.labels(name).set(stats.tokens_per_second)
 
 
 def render() -> tuple[bytes, str]:

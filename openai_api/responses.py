@@ -8,7 +8,7 @@ builder below sets every field OpenAI's schema requires.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -184,15 +184,32 @@ def usage_out(usage: Usage) -> UsageOut:
     )
 
 
-def chat_chunk(
-    meta: ResponseMeta, choices: list[ChatChunkChoice], *, include_usage: bool, usage: Usage | None = None
-) -> ChatCompletionChunk:
-    chunk = ChatCompletionChunk(
-        id=meta.id, object="chat.completion.chunk", created=meta.created, model=meta.model, choices=choices
+ChunkT = TypeVar("ChunkT", "ChatCompletionChunk", "Completion")
+_CHUNK_OBJECT = {"ChatCompletionChunk": "chat.completion.chunk", "Completion": "text_completion"}
+
+
+def stream_chunk(
+    kind: type[ChunkT],
+    meta: ResponseMeta,
+    choices: Sequence[ChatChunkChoice] | Sequence[CompletionChoice],
+    *,
+    include_usage: bool,
+    usage: Usage | None = None,
+) -> ChunkT:
+    """One streamed chunk of either endpoint: ``usage`` is null on every chunk but the last
+    when the client asked for it (``include_usage``), and absent otherwise, as OpenAI sends."""
+    chunk = kind.model_validate(
+        {
+            "id": meta.id,
+            "object": _CHUNK_OBJECT[kind.__name__],
+            "created": meta.created,
+            "model": meta.model,
+            "choices": list(choices),
+        }
     )
     if include_usage:
         chunk.usage = usage_out(usage) if usage is not None else None
-    if meta.service_tier is not None:
+    if meta.service_tier is not None and isinstance(chunk, ChatCompletionChunk):
         chunk.service_tier = meta.service_tier
     return chunk
 
@@ -231,17 +248,6 @@ def chat_logprobs(entries: Sequence[TokenLogprob] | None) -> ChoiceLogprobs | No
     if entries is None:
         return None
     return ChoiceLogprobs(content=token_logprobs_out(entries), refusal=None)
-
-
-def completion_chunk(
-    meta: ResponseMeta, choices: list[CompletionChoice], *, include_usage: bool, usage: Usage | None = None
-) -> Completion:
-    chunk = Completion(
-        id=meta.id, object="text_completion", created=meta.created, model=meta.model, choices=choices
-    )
-    if include_usage:
-        chunk.usage = usage_out(usage) if usage is not None else None
-    return chunk
 
 
 class ResponseMeta(BaseModel):

@@ -18,7 +18,7 @@ from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from llm_backend.grammars import schema_problem
+from llm_backend.schema_bounds import schema_problem
 from llm_backend.types import JsonConstraint, SamplingParams
 
 from .errors import invalid_request

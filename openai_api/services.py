@@ -14,25 +14,26 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from pydantic import BaseModel
 
+from llm_backend.contract import EventStream, GenerationHandle, ModelBackend, ModelInfo, ModelStats
 from llm_backend.exceptions import EngineError, ModelNotFound
-from llm_backend.registry import ModelInfo, get_registry
-from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.registry import get_registry
 from llm_backend.types import (
+    BackendRequest,
     Finished,
+    FinishReason,
     GenerationEvent,
-    GenerationRequest,
     PromptLogprobs,
     TextDelta,
     TokenLogprob,
+    ToolCallDelta,
     Usage,
 )
 
 from . import responses as wire
 from . import sse
-from .errors import from_engine_error, invalid_request
+from .errors import from_engine_error
 from .models import ApiKey
 from .rate_limits import rate_limiter
 from .request_record import RequestRecord
@@ -40,12 +41,28 @@ from .request_record import RequestRecord
 
 @dataclass
 class StartedGeneration:
-    """Submitted streams (one per choice), with the first event of the first already received."""
+    """Running streams (one per choice, prompt by prompt), the first event of the first
+    already received, and the handle they came from."""
 
-    streams: list[GenerationStream]
+    handle: GenerationHandle
+    streams: list[EventStream]
     first: GenerationEvent
     meta: wire.ResponseMeta
-    choices_per_prompt: int = 1
+
+    @property
+    def choices_per_prompt(self) -> int:
+        return self.handle.choices_per_prompt
+
+    @property
+    def echoes(self) -> tuple[str, ...]:
+        return self.handle.echoes
+
+
+@dataclass
+class CollectedCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,67 +70,41 @@ class CollectedChoice:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_logprobs: PromptLogprobs | None = None
-    finish_reason: str = "length"
+    call: CollectedCall | None = None
+    finish_reason: FinishReason = "length"
 
     @property
     def joined(self) -> str:
         return "".join(self.text)
 
 
-async def model_scheduler(model: str, api_key: ApiKey) -> Scheduler:
-    """The scheduler for ``model``; ModelNotFound also when ``api_key`` may not use it."""
+async def model_backend(model: str, api_key: ApiKey) -> ModelBackend:
+    """The backend serving ``model``; ModelNotFound also when ``api_key`` may not use it."""
     if not api_key.allows_model(model):
         raise ModelNotFound(model)
     return await asyncio.to_thread(get_registry().get, model)
 
 
 async def generation_start(
-    *,
-    requests: list[GenerationRequest],
-    record: RequestRecord,
-    api_key: ApiKey,
-    prompt_param: str,
-    choices_per_prompt: int = 1,
+    *, request: BackendRequest, record: RequestRecord, api_key: ApiKey
 ) -> StartedGeneration:
-    """Prepare every choice, reserve its tokens, submit, and await the first event.
+    """Check and prepare every choice, reserve its tokens, start, and await the first event.
 
-    ``requests`` holds ``choices_per_prompt`` consecutive choices of each prompt; usage counts
-    each prompt once, as OpenAI does. Raises EngineError subclasses and ApiErrors (caps, rate
-    limits) before anything is sent.
+    Raises EngineError subclasses and ApiErrors (caps, rate limits) before anything is sent;
+    usage counts each prompt once, as OpenAI does.
     """
-    model = requests[0].model
-    scheduler = await model_scheduler(model, api_key)
-    scheduler.check_room(len(requests))
-    prepared = [await scheduler.prepare(request) for request in requests]
-    cap = settings.API_MAX_PROMPT_TOKENS
-    if cap and any(len(p.tokens) > cap for p in prepared):
-        raise invalid_request(f"Prompts may be at most {cap} tokens on this server.", param=prompt_param)
-    scored = sum(
-        len(p.tokens)
-        for r, p in zip(requests[::choices_per_prompt], prepared[::choices_per_prompt], strict=True)
-        if r.sampling.prompt_logprobs is not None
-    )
-    if scored > settings.API_MAX_SCORED_TOKENS:
-        raise invalid_request(
-            f"'echo' with 'logprobs' may score at most {settings.API_MAX_SCORED_TOKENS} prompt tokens "
-            f"per request on this server; this one has {scored}.",
-            param="logprobs",
-            code="too_many_scored_tokens",
-        )
-    reserve = sum(
-        len(p.tokens) + scheduler.max_new_tokens(r, p) for r, p in zip(requests, prepared, strict=True)
-    )
-    await rate_limiter().reserve(record.admission, reserve)
-    streams = await scheduler.submit_many(list(zip(requests, prepared, strict=True)))
+    backend = await model_backend(request.model, api_key)
+    handle = await backend.generate(request)
+    await rate_limiter().reserve(record.admission, handle.budget)
+    streams = await handle.start()
     try:
         first = await anext(streams[0])
     except BaseException:
-        for stream in streams:
-            stream.cancel()
+        handle.cancel()
         raise
-    record.prompt_tokens = sum(len(p.tokens) for p in prepared[::choices_per_prompt])
-    meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=model)
-    return StartedGeneration(streams=streams, first=first, meta=meta, choices_per_prompt=choices_per_prompt)
+    record.prompt_tokens = handle.prompt_tokens
+    meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=request.model)
+    return StartedGeneration(handle=handle, streams=streams, first=first, meta=meta)
 
 
 async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[int, GenerationEvent]]:
@@ -129,7 +120,7 @@ async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[i
             return
         merged: asyncio.Queue[tuple[int, GenerationEvent | EngineError | None]] = asyncio.Queue()
 
-        async def pump(index: int, stream: GenerationStream) -> None:
+        async def pump(index: int, stream: EventStream) -> None:
             try:
                 async for event in stream:
                     merged.put_nowait((index, event))
@@ -152,8 +143,7 @@ async def generation_events(started: StartedGeneration) -> AsyncIterator[tuple[i
             for task in pumps:
                 task.cancel()
     finally:
-        for stream in streams:
-            stream.cancel()
+        started.handle.cancel()
 
 
 class UsageMeter:
@@ -170,10 +160,10 @@ class UsageMeter:
         if isinstance(event, PromptLogprobs):
             return
         record.mark_first_token()
-        if isinstance(event, TextDelta):
+        if isinstance(event, TextDelta | ToolCallDelta):
             self.counted[index] = self.counted.get(index, 0) + event.tokens
             record.completion_tokens += event.tokens
-            record.add_completion_text(event.text)
+            record.add_completion_text(event.text if isinstance(event, TextDelta) else event.arguments)
         else:
             record.completion_tokens += event.usage.completion_tokens - self.counted.get(index, 0)
             if index % self.choices_per_prompt == 0:
@@ -197,6 +187,13 @@ async def generation_collect(started: StartedGeneration, meter: UsageMeter) -> l
         choice = choices[index]
         if isinstance(event, TextDelta):
             choice.text.append(event.text)
+            choice.logprobs.extend(event.logprobs)
+        elif isinstance(event, ToolCallDelta):
+            if choice.call is None:
+                choice.call = CollectedCall()
+            if event.id is not None:
+                choice.call.id, choice.call.name = event.id, event.name or ""
+            choice.call.arguments.append(event.arguments)
             choice.logprobs.extend(event.logprobs)
         elif isinstance(event, PromptLogprobs):
             choice.prompt_logprobs = event
@@ -225,11 +222,11 @@ async def model_card(model_id: str, *, api_key: ApiKey) -> wire.ModelCard:
     return _card(info, registry.stats().get(info.name))
 
 
-def _card(info: ModelInfo, stats: dict[str, int | float] | None) -> wire.ModelCard:
+def _card(info: ModelInfo, stats: ModelStats | None) -> wire.ModelCard:
     """OpenAI's model object, plus this server's live ``stats`` of it (an extra field SDKs keep)."""
     card = wire.ModelCard(id=info.name, object="model", created=info.created, owned_by=info.owned_by)
     if stats is not None:
-        card.stats = wire.ModelStats.model_validate({"n_ctx": info.n_ctx, **stats})
+        card.stats = wire.ModelStats.model_validate({"n_ctx": info.n_ctx, **stats.as_dict()})
     return card
 
 
@@ -250,13 +247,12 @@ def sse_stream(
     never runs its ``finally``: a finalizer then cancels the generation and closes the record.
     """
     body = _sse_body(started, meter, render, usage_chunk)
-    weakref.finalize(body, _abandoned, meter.record, list(started.streams))
+    weakref.finalize(body, _abandoned, meter.record, started.handle)
     return body
 
 
-def _abandoned(record: RequestRecord, streams: list[GenerationStream]) -> None:
-    for stream in streams:
-        stream.cancel()
+def _abandoned(record: RequestRecord, handle: GenerationHandle) -> None:
+    handle.cancel()
     if record.finished_at is None:
         record.disconnected = True
         record.finish()

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from django.http import HttpRequest, HttpResponseBase
+from pydantic import BaseModel
+
+from llm_backend.types import BackendRequest, GenerationEvent, Usage
 
 from . import services, sse
-from .chat_completions import chat_completion_create, chat_completion_stream, chat_requests
-from .completions import completion_create, completion_plan, completion_stream
+from .backend_requests import chat_backend_request, completion_backend_request
+from .chat_completions import ChatEndpoint
+from .completions import CompletionEndpoint
 from .endpoints import api_endpoint, json_response
 from .errors import not_found
 from .models import ApiKey
 from .request_body import parse_body
 from .request_record import RequestRecord
 from .schemas import ChatCompletionRequest, CompletionRequest
+
+
+class _Chunks(Protocol):
+    def __call__(self, index: int, event: GenerationEvent) -> list[BaseModel]: ...
+
+    def usage(self, usage: Usage) -> BaseModel: ...
+
+
+class _Renderer(Protocol):
+    include_usage: bool
+
+    def response(
+        self,
+        started: services.StartedGeneration,
+        collected: list[services.CollectedChoice],
+        meter: services.UsageMeter,
+    ) -> BaseModel: ...
+
+    def chunks(self, started: services.StartedGeneration, meter: services.UsageMeter) -> _Chunks: ...
+
+
+async def _generate(
+    backend_request: BackendRequest,
+    renderer: _Renderer,
+    *,
+    stream: bool,
+    record: RequestRecord,
+    api_key: ApiKey,
+) -> HttpResponseBase:
+    """One generation path for both endpoints: start (every refusal before a byte), then
+    stream the chunks or collect the same events into one response."""
+    started = await services.generation_start(request=backend_request, record=record, api_key=api_key)
+    meter = services.UsageMeter(record, started.choices_per_prompt)
+    if stream:
+        chunks = renderer.chunks(started, meter)
+        usage = chunks.usage if renderer.include_usage else None
+        return sse.event_stream_response(services.sse_stream(started, meter, chunks, usage))
+    collected = await services.generation_collect(started, meter)
+    return json_response(renderer.response(started, collected, meter))
 
 
 @api_endpoint(methods=("POST",), id_prefix="chatcmpl")
@@ -22,19 +67,11 @@ async def chat_completions(request: HttpRequest, record: RequestRecord, api_key:
     if record.keeps_text:
         record.prompt_text = body.model_dump_json(include={"messages"})
     body.refuse_unsupported()
-    started = await services.generation_start(
-        requests=chat_requests(body, record.request_id),
-        record=record,
-        api_key=api_key,
-        prompt_param="messages",
-        choices_per_prompt=body.choices_per_prompt,
+    renderer = ChatEndpoint(body)
+    started_request = chat_backend_request(body, record.request_id)
+    return await _generate(
+        started_request, renderer, stream=bool(body.stream), record=record, api_key=api_key
     )
-    if body.service_tier is not None:
-        started.meta.service_tier = "default"
-    meter = services.UsageMeter(record, body.choices_per_prompt)
-    if body.stream:
-        return sse.event_stream_response(chat_completion_stream(started, meter, body))
-    return json_response(await chat_completion_create(started, meter, body))
 
 
 @api_endpoint(methods=("POST",), id_prefix="cmpl", prompt_param="prompt")
@@ -44,18 +81,11 @@ async def completions(request: HttpRequest, record: RequestRecord, api_key: ApiK
     if record.keeps_text:
         record.prompt_text = "\n\n".join(p if isinstance(p, str) else str(p) for p in body.prompts())
     body.refuse_unsupported()
-    plan = await completion_plan(body, record.request_id, api_key)
-    started = await services.generation_start(
-        requests=plan.requests,
-        record=record,
-        api_key=api_key,
-        prompt_param="prompt",
-        choices_per_prompt=plan.per_prompt,
+    renderer = CompletionEndpoint(body)
+    started_request = completion_backend_request(body, record.request_id)
+    return await _generate(
+        started_request, renderer, stream=bool(body.stream), record=record, api_key=api_key
     )
-    meter = services.UsageMeter(record, plan.per_prompt)
-    if body.stream:
-        return sse.event_stream_response(completion_stream(started, meter, body, plan))
-    return json_response(await completion_create(started, meter, body, plan))
 
 
 @api_endpoint(methods=("GET",))

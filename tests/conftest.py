@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import Server, start_server, stop_server
+from tests.support import Server, start_scripted_server, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +31,16 @@ def async_client(server: Server) -> openai.AsyncOpenAI:
 def http(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=120) as raw:
         yield raw
+
+
+@pytest.fixture(scope="session")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real uvicorn serving only the scripted model (no model file) for the whole session."""
+    running = start_scripted_server(tmp_path_factory.mktemp("scripted"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def scripted_client(scripted: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=scripted.api_url, api_key=scripted.api_key, max_retries=0, timeout=60)

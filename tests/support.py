@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_SCHEMAS = ROOT.parent / "shared" / "openai-schemas.json"
 VENDORED_SCHEMAS = Path(__file__).resolve().parent / "openai-schemas.json"
 MODEL = "gemma-3-270m"
+SCRIPTED_MODEL = "scripted"
+SCRIPTED_MODELS_TOML = f"""
+[[models]]
+name = "{SCRIPTED_MODEL}"
+kind = "scripted"
+n_ctx = 1024
+"""
 
 
 @cache
@@ -137,6 +144,17 @@ def start_server(
             time.sleep(0.2)
     stop_server(server)
     raise RuntimeError(f"uvicorn did not answer within 120 s:\n{server.log()}")
+
+
+def start_scripted_server(var_dir: Path, *, env: dict[str, str] | None = None, **options: Any) -> Server:
+    """A real uvicorn serving only the scripted model (:data:`SCRIPTED_MODEL`): no model file,
+    an empty model directory; for tests of what the HTTP layer decides."""
+    models_file = var_dir / "models.toml"
+    models_file.write_text(SCRIPTED_MODELS_TOML)
+    empty_models = var_dir / "no-models"
+    empty_models.mkdir(exist_ok=True)
+    environment = {"LLM_MODELS_FILE": str(models_file), "LLM_MODEL_DIR": str(empty_models), **(env or {})}
+    return start_server(var_dir, env=environment, **options)
 
 
 def manage(environment: dict[str, str], *args: str) -> str:

