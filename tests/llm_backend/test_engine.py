@@ -173,7 +173,7 @@ def test_a_cancelled_sequence_frees_its_slot_for_the_next_at_once(engine: LlamaE
         seen = [await anext(running) for _ in range(3)]
         queued = await scheduler.submit(_request("Hello", SamplingParams(max_tokens=2, temperature=0)))
         await asyncio.sleep(0.3)
-        started_before_cancel = scheduler.stats()["queue_depth"] == 0
+        started_before_cancel = scheduler.stats().queue_depth == 0
         cancelled_at = time.monotonic()
         running.cancel()
         await anext(queued)

@@ -1,0 +1,89 @@
+"""What one scheduler has done: tokens generated and reused, the recent rate, request times.
+
+The scheduler's thread writes these counters; any thread reads them (a read may be one step
+stale, never torn: each is one attribute). The rate counts sampled tokens over the last
+:data:`RATE_WINDOW` seconds and reads 0 once no step has run for that long. The mean request
+time is what ``Retry-After`` estimates from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+from .contract import ModelStats
+
+logger = logging.getLogger("llm_backend.scheduler")
+
+STATS_LOG_INTERVAL = 10.0
+RATE_WINDOW = 10.0
+
+
+class SchedulerStats:
+    """Counters of one scheduler since it started."""
+
+    def __init__(self) -> None:
+        self.generated_tokens = 0
+        self.cached_prompt_tokens = 0
+        self.mean_seconds = 1.0
+        """A moving average of how long finished requests took, queue time included."""
+        self._recent: deque[tuple[float, int]] = deque()
+        self._tokens_per_second = 0.0
+        self._last_step_at = 0.0
+        self._last_log = 0.0
+
+    def count_cached(self, tokens: int) -> None:
+        """``tokens`` prompt tokens were found in the prefix cache."""
+        self.cached_prompt_tokens += tokens
+
+    def count_step(self, sampled: int) -> None:
+        """A step ran and sampled ``sampled`` tokens."""
+        now = self._last_step_at = time.monotonic()
+        recent = self._recent
+        recent.append((now, sampled))
+        while recent and now - recent[0][0] > RATE_WINDOW:
+            recent.popleft()
+        span = max(now - recent[0][0], 1.0) if recent else RATE_WINDOW
+        self._tokens_per_second = sum(n for _, n in recent) / span
+
+    def count_finished(self, produced: int, seconds: float) -> None:
+        """A request ended after generating ``produced`` tokens, ``seconds`` after it was queued."""
+        self.generated_tokens += produced
+        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+
+    def tokens_per_second(self) -> float:
+        """The recent rate, to one decimal; 0 when no step ran in the last window."""
+        if time.monotonic() - self._last_step_at < RATE_WINDOW:
+            return round(self._tokens_per_second, 1)
+        return 0.0
+
+    def snapshot(self, *, slots_total: int, slots_busy: int, queue_depth: int) -> ModelStats:
+        return ModelStats(
+            slots_total=slots_total,
+            slots_busy=slots_busy,
+            queue_depth=queue_depth,
+            generated_tokens=self.generated_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            tokens_per_second=self.tokens_per_second(),
+        )
+
+    def log_due(self) -> bool:
+        """True at most once every :data:`STATS_LOG_INTERVAL` seconds."""
+        now = time.monotonic()
+        if now - self._last_log < STATS_LOG_INTERVAL:
+            return False
+        self._last_log = now
+        return True
+
+
+def log_stats(name: str, stats: ModelStats) -> None:
+    """The periodic line a busy scheduler writes about its load."""
+    logger.info(
+        "model %s: %d/%d slots busy, %d queued, %.1f tokens/s",
+        name,
+        stats.slots_busy,
+        stats.slots_total,
+        stats.queue_depth,
+        stats.tokens_per_second,
+    )
