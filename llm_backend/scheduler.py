@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 DECODING_NICE = 5
 
-_Job = Job  # the name tests/openai_api/test_abandoned_streams.py imports
 
 
 def _lower_decoding_priority() -> None:

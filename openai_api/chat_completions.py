@@ -48,18 +48,7 @@ class ChatEndpoint:
                     index=i, message=message, logprobs=logprobs, finish_reason=choice.finish_reason
                 )
             )
-        meta = self._meta(started)
-        completion = wire.ChatCompletion(
-            id=meta.id,
-            object="chat.completion",
-            created=meta.created,
-            model=meta.model,
-            choices=choices,
-            usage=wire.usage_out(meter.usage()),
-        )
-        if meta.service_tier is not None:
-            completion.service_tier = meta.service_tier
-        return completion
+        return wire.response_body(wire.ChatCompletion, self._meta(started), choices, meter.usage())
 
     def chunks(self, started: StartedGeneration, meter: UsageMeter) -> ChatChunks:
         return ChatChunks(self._meta(started), self.body)

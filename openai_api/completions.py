@@ -76,15 +76,7 @@ class CompletionEndpoint:
                         finish_reason=choice.finish_reason,
                     )
                 )
-        meta = started.meta
-        return wire.Completion(
-            id=meta.id,
-            object="text_completion",
-            created=meta.created,
-            model=meta.model,
-            choices=choices,
-            usage=wire.usage_out(meter.usage()),
-        )
+        return wire.response_body(wire.Completion, started.meta, choices, meter.usage())
 
     def chunks(self, started: StartedGeneration, meter: UsageMeter) -> CompletionChunks:
         return CompletionChunks(started, self.body)

@@ -185,7 +185,34 @@ def usage_out(usage: Usage) -> UsageOut:
 
 
 ChunkT = TypeVar("ChunkT", "ChatCompletionChunk", "Completion")
-_CHUNK_OBJECT = {"ChatCompletionChunk": "chat.completion.chunk", "Completion": "text_completion"}
+BodyT = TypeVar("BodyT", "ChatCompletion", "Completion")
+_OBJECT = {
+    "ChatCompletion": "chat.completion",
+    "ChatCompletionChunk": "chat.completion.chunk",
+    "Completion": "text_completion",
+}
+
+
+def response_body(
+    kind: type[BodyT],
+    meta: ResponseMeta,
+    choices: Sequence[ChatChoice] | Sequence[CompletionChoice],
+    usage: Usage,
+) -> BodyT:
+    """The whole (non-streamed) response of either endpoint, with its usage."""
+    body = kind.model_validate(
+        {
+            "id": meta.id,
+            "object": _OBJECT[kind.__name__],
+            "created": meta.created,
+            "model": meta.model,
+            "choices": list(choices),
+            "usage": usage_out(usage),
+        }
+    )
+    if meta.service_tier is not None and isinstance(body, ChatCompletion):
+        body.service_tier = meta.service_tier
+    return body
 
 
 def stream_chunk(
@@ -201,7 +228,7 @@ def stream_chunk(
     chunk = kind.model_validate(
         {
             "id": meta.id,
-            "object": _CHUNK_OBJECT[kind.__name__],
+            "object": _OBJECT[kind.__name__],
             "created": meta.created,
             "model": meta.model,
             "choices": list(choices),
