@@ -12,16 +12,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import cast
 
 from .engine import PreparedPrompt
-from .exceptions import EngineError
-from .types import GenerationEvent, GenerationRequest
-
-END = object()
-"""The last item of every job's queue that ends without an error."""
+from .queued_stream import QueuedEventStream
+from .types import GenerationRequest
 
 
 @dataclass(eq=False)
@@ -41,42 +36,19 @@ class Job:
     group: int = 0
 
 
-class GenerationStream(AsyncIterator[GenerationEvent]):
+class GenerationStream(QueuedEventStream):
     """The events of one generation. Closing it (or cancelling its consumer) frees its slot.
 
     Iteration raises the job's :class:`EngineError` if the engine refused or failed it.
     """
 
     def __init__(self, job: Job) -> None:
+        super().__init__(job.events)
         self._job = job
-        self._done = False
 
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._job.events.get()
-        except BaseException:
-            self.cancel()
-            raise
-        if item is END:
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, EngineError):
-            self._done = True
-            raise item
-        return cast(GenerationEvent, item)
-
-    def cancel(self) -> None:
+    def stop_work(self) -> None:
         """Free the slot within one step (or drop the request from the queue)."""
-        self._done = True
         self._job.cancelled.set()
-
-    async def aclose(self) -> None:
-        self.cancel()
 
     def __del__(self) -> None:
         # A stream dropped without being read to its end must not keep its slot.

@@ -13,17 +13,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from .contract import EventStream, GenerationHandle
 from .exceptions import EngineError, GenerationFailed
+from .queued_stream import END, QueuedEventStream
 from .scripted_text import ChoiceScript
-from .types import GenerationEvent
 
 logger = logging.getLogger(__name__)
-
-END = object()
-"""The last item of a choice's queue when it ends without an error."""
 
 
 class ChoiceOwner(Protocol):
@@ -144,40 +141,16 @@ class Choice:
         put(END)
 
 
-class ScriptedStream:
+class ScriptedStream(QueuedEventStream):
     """The :class:`~llm_backend.contract.EventStream` of one choice. Iteration raises the
     choice's EngineError; ``cancel`` (or dropping the stream unread) frees its slot."""
 
     def __init__(self, choice: Choice) -> None:
+        super().__init__(choice.queue)
         self._choice = choice
-        self._done = False
 
-    def __aiter__(self) -> ScriptedStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        try:
-            item = await self._choice.queue.get()
-        except BaseException:
-            self.cancel()
-            raise
-        if item is END:
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, EngineError):
-            self._done = True
-            raise item
-        return cast(GenerationEvent, item)
-
-    def cancel(self) -> None:
-        """Stop the choice now; later reads end the stream."""
-        self._done = True
+    def stop_work(self) -> None:
         self._choice.cancel()
-
-    async def aclose(self) -> None:
-        self.cancel()
 
     def __del__(self) -> None:
         if not self._done:

@@ -21,8 +21,9 @@ from typing import cast
 from .batching import BatchContext, DecodeFailed
 from .engine import LlamaEngine
 from .exceptions import GenerationFailed
-from .generation_stream import END, Job, Outbox
+from .generation_stream import Job, Outbox
 from .prefix_cache import PrefixCache, Slot
+from .queued_stream import END
 from .scheduler_stats import SchedulerStats
 from .sequences import Generation
 from .step_planner import Planned, plan_step
