@@ -31,7 +31,7 @@ from .batching import BatchContext
 from .contract import ModelStats
 from .engine import LlamaEngine, PreparedPrompt
 from .exceptions import EngineUnavailable, GenerationFailed
-from .generation_stream import GenerationStream, Job, Outbox
+from .generation_stream import GenerationStream, Outbox
 from .prefix_cache import PrefixCache
 from .scheduler_stats import SchedulerStats, log_stats
 from .sequences import PREFILL_CHUNK, Generation
@@ -44,7 +44,6 @@ __all__ = ["GenerationFactory", "GenerationStream", "Scheduler"]
 logger = logging.getLogger(__name__)
 
 DECODING_NICE = 5
-
 
 
 def _lower_decoding_priority() -> None:
