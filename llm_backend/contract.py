@@ -30,7 +30,8 @@ from .types import BackendRequest, GenerationEvent
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a model can do beyond plain generation; the HTTP layer refuses the rest with 400."""
+    """What a model can do beyond plain generation. A backend refuses a request that needs
+    what it lacks with InvalidRequest (a 400 naming the parameter) from ``generate``."""
 
     chat: bool = True
     tools: bool = True
