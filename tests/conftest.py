@@ -44,3 +44,9 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def scripted_client(scripted: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=scripted.api_url, api_key=scripted.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def scripted_http(scripted: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=scripted.api_url, headers=scripted.auth(), timeout=60) as raw:
+        yield raw

@@ -25,12 +25,20 @@ SHARED_SCHEMAS = ROOT.parent / "shared" / "openai-schemas.json"
 VENDORED_SCHEMAS = Path(__file__).resolve().parent / "openai-schemas.json"
 MODEL = "gemma-3-270m"
 SCRIPTED_MODEL = "scripted"
+SCRIPTED_N_CTX = 1024
 SCRIPTED_MODELS_TOML = f"""
 [[models]]
 name = "{SCRIPTED_MODEL}"
 kind = "scripted"
-n_ctx = 1024
+n_ctx = {SCRIPTED_N_CTX}
 """
+
+
+def scripted_models_toml(**settings: float | int | str) -> str:
+    """A models file serving :data:`SCRIPTED_MODEL` with ``settings`` (keys of
+    :class:`llm_backend.scripted_spec.ScriptedSpec`) overriding its defaults."""
+    entry = {"name": SCRIPTED_MODEL, "kind": "scripted", "n_ctx": SCRIPTED_N_CTX, **settings}
+    return "[[models]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in entry.items())
 
 
 @cache
@@ -146,11 +154,18 @@ def start_server(
     raise RuntimeError(f"uvicorn did not answer within 120 s:\n{server.log()}")
 
 
-def start_scripted_server(var_dir: Path, *, env: dict[str, str] | None = None, **options: Any) -> Server:
+def start_scripted_server(
+    var_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    models_toml: str = SCRIPTED_MODELS_TOML,
+    **options: Any,
+) -> Server:
     """A real uvicorn serving only the scripted model (:data:`SCRIPTED_MODEL`): no model file,
-    an empty model directory; for tests of what the HTTP layer decides."""
+    an empty model directory; for tests of what the HTTP layer decides. ``models_toml`` (see
+    :func:`scripted_models_toml`) sets its pace, slots, queue or faults."""
     models_file = var_dir / "models.toml"
-    models_file.write_text(SCRIPTED_MODELS_TOML)
+    models_file.write_text(models_toml)
     empty_models = var_dir / "no-models"
     empty_models.mkdir(exist_ok=True)
     environment = {"LLM_MODELS_FILE": str(models_file), "LLM_MODEL_DIR": str(empty_models), **(env or {})}

@@ -1,4 +1,8 @@
-"""Every refusal is OpenAI-shaped JSON with the right status, type, code and param."""
+"""Every refusal is OpenAI-shaped JSON with the right status, type, code and param.
+
+What is refused is decided by the HTTP layer and the backend contract, so these run on the
+scripted model (no model file).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.support import MODEL, assert_valid
+from tests.support import SCRIPTED_MODEL as MODEL
+from tests.support import SCRIPTED_N_CTX, assert_valid
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -28,8 +33,8 @@ def _error(
     return error
 
 
-def test_invalid_json_is_400(http: httpx.Client) -> None:
-    response = http.post(
+def test_invalid_json_is_400(scripted_http: httpx.Client) -> None:
+    response = scripted_http.post(
         "/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"}
     )
 
@@ -38,9 +43,9 @@ def test_invalid_json_is_400(http: httpx.Client) -> None:
     assert "JSON" in error["message"]
 
 
-def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
-    _error(http.post("/completions", json=[1, 2]), 400, param=None)
-    _error(http.post("/completions", content=b""), 400, param=None)
+def test_body_that_is_not_an_object_is_400(scripted_http: httpx.Client) -> None:
+    _error(scripted_http.post("/completions", json=[1, 2]), 400, param=None)
+    _error(scripted_http.post("/completions", content=b""), 400, param=None)
 
 
 @pytest.mark.parametrize(
@@ -76,8 +81,10 @@ def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
         ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ],
 )
-def test_chat_validation_errors_name_the_param(http: httpx.Client, body: dict[str, Any], param: str) -> None:
-    response = http.post("/chat/completions", json=body)
+def test_chat_validation_errors_name_the_param(
+    scripted_http: httpx.Client, body: dict[str, Any], param: str
+) -> None:
+    response = scripted_http.post("/chat/completions", json=body)
 
     error = _error(response, 400, param=param, code=response.json()["error"]["code"])
     assert error["type"] == "invalid_request_error"
@@ -98,58 +105,66 @@ def test_chat_validation_errors_name_the_param(http: httpx.Client, body: dict[st
     ],
 )
 def test_completion_validation_errors_name_the_param(
-    http: httpx.Client, body: dict[str, Any], param: str
+    scripted_http: httpx.Client, body: dict[str, Any], param: str
 ) -> None:
-    response = http.post("/completions", json=body)
+    response = scripted_http.post("/completions", json=body)
 
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == param
+    error = _error(response, 400, param=param, code=response.json()["error"]["code"])
+    assert error["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_unknown_model_is_404_before_any_stream_byte(http: httpx.Client, stream: bool) -> None:
-    response = http.post("/chat/completions", json={"model": "gpt-9", "messages": MESSAGES, "stream": stream})
+def test_unknown_model_is_404_before_any_stream_byte(scripted_http: httpx.Client, stream: bool) -> None:
+    response = scripted_http.post(
+        "/chat/completions", json={"model": "gpt-9", "messages": MESSAGES, "stream": stream}
+    )
 
     error = _error(response, 404, param="model", code="model_not_found")
     assert "gpt-9" in error["message"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_prompt_longer_than_context_is_400_context_length_exceeded(http: httpx.Client, stream: bool) -> None:
-    long_prompt = "hello " * 5000
-    response = http.post("/completions", json={"model": MODEL, "prompt": long_prompt, "stream": stream})
+def test_prompt_longer_than_context_is_400_context_length_exceeded(
+    scripted_http: httpx.Client, stream: bool
+) -> None:
+    long_prompt = "hello " * (SCRIPTED_N_CTX + 1)
+    response = scripted_http.post(
+        "/completions", json={"model": MODEL, "prompt": long_prompt, "stream": stream}
+    )
 
     error = _error(response, 400, param="prompt", code="context_length_exceeded")
-    assert "4096" in error["message"]
+    assert str(SCRIPTED_N_CTX) in error["message"]
 
 
-def test_max_tokens_beyond_the_context_is_context_length_exceeded(http: httpx.Client) -> None:
-    response = http.post("/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 5000})
+def test_max_tokens_beyond_the_context_is_context_length_exceeded(scripted_http: httpx.Client) -> None:
+    response = scripted_http.post(
+        "/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 5000}
+    )
 
     _error(response, 400, param="max_tokens", code="context_length_exceeded")
 
 
-def test_unknown_route_and_wrong_method_are_openai_shaped(http: httpx.Client) -> None:
-    _error(http.get("/nope"), 404, param=None, code="unknown_url")
-    _error(http.post("/chat/completions/extra", json={}), 404, param=None, code="unknown_url")
-    wrong = http.get("/chat/completions")
+def test_unknown_route_and_wrong_method_are_openai_shaped(scripted_http: httpx.Client) -> None:
+    _error(scripted_http.get("/nope"), 404, param=None, code="unknown_url")
+    _error(scripted_http.post("/chat/completions/extra", json={}), 404, param=None, code="unknown_url")
+    wrong = scripted_http.get("/chat/completions")
     _error(wrong, 405, param=None, code="method_not_allowed")
     assert wrong.headers["allow"] == "POST"
-    _error(http.delete("/models"), 405, param=None, code="method_not_allowed")
+    _error(scripted_http.delete("/models"), 405, param=None, code="method_not_allowed")
 
 
-def test_sdk_raises_typed_errors(client: openai.OpenAI) -> None:
+def test_sdk_raises_typed_errors(scripted_client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
-        client.chat.completions.create(model="missing", messages=MESSAGES)  # type: ignore[arg-type]
+        scripted_client.chat.completions.create(model="missing", messages=MESSAGES)  # type: ignore[arg-type]
     with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=9)  # type: ignore[arg-type]
+        scripted_client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=9)  # type: ignore[arg-type]
 
     assert not_found.value.code == "model_not_found"
     assert bad.value.param == "temperature"
 
 
-def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
-    response = http.post(
+def test_unknown_fields_are_ignored(scripted_http: httpx.Client) -> None:
+    response = scripted_http.post(
         "/chat/completions",
         json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1, "some_vendor_extension": {"x": 1}},
     )
