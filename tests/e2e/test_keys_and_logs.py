@@ -1,4 +1,8 @@
-"""API keys guard /v1, and every request leaves one request-log row, through the real server."""
+"""API keys guard /v1, and every request leaves one request-log row, through a real uvicorn.
+
+Keys and the log are the HTTP layer's; the model is scripted, paced at TOKENS_PER_SECOND after
+FIRST_TOKEN_DELAY_S (so a hang-up lands mid-stream and a first token takes a known time).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,37 @@ import httpx
 import openai
 import pytest
 
-from tests.support import MODEL, Server, assert_valid
+from tests.support import SCRIPTED_MODEL as MODEL
+from tests.support import Server, assert_valid, scripted_models_toml, start_scripted_server, stop_server
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say something."}], "temperature": 0}
+TOKENS_PER_SECOND = 100
+FIRST_TOKEN_DELAY_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's server (in place of the session's real-model one): the paced scripted model."""
+    models = scripted_models_toml(
+        n_ctx=4096,
+        reply_tokens=2000,
+        tokens_per_second=TOKENS_PER_SECOND,
+        first_token_delay=FIRST_TOKEN_DELAY_S,
+    )
+    running = start_scripted_server(tmp_path_factory.mktemp("keys-and-logs"), models_toml=models)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return _client(server, server.api_key)
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=60) as raw:
+        yield raw
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +134,15 @@ def test_revoked_and_expired_keys_get_401(server: Server, staff_api: httpx.Clien
 
 def test_allow_list_hides_other_models(server: Server) -> None:
     other_only = server.new_key("--models", "some-other-model")
-    gemma_only = server.new_key("--models", MODEL)
+    this_only = server.new_key("--models", MODEL)
 
     with pytest.raises(openai.NotFoundError) as refused:
         _client(server, other_only).chat.completions.create(**CHAT, max_tokens=1)  # type: ignore[call-overload]
     assert refused.value.code == "model_not_found"
     assert [m.id for m in _client(server, other_only).models.list()] == []
     assert httpx.get(f"{server.api_url}/models/{MODEL}", headers=server.auth(other_only)).status_code == 404
-    assert [m.id for m in _client(server, gemma_only).models.list()] == [MODEL]
-    _client(server, gemma_only).chat.completions.create(**CHAT, max_tokens=1)  # type: ignore[call-overload]
+    assert [m.id for m in _client(server, this_only).models.list()] == [MODEL]
+    _client(server, this_only).chat.completions.create(**CHAT, max_tokens=1)  # type: ignore[call-overload]
 
 
 def test_success_rows_have_tokens_and_timings(
@@ -140,7 +172,8 @@ def test_success_rows_have_tokens_and_timings(
     assert row["total_tokens"] == completion.usage.total_tokens
     assert row["finish_reason"] == completion.choices[0].finish_reason
     assert row["user"] == "row-check" and row["api_key"] is not None
-    assert 0 < row["ttft_ms"] <= row["duration_ms"]
+    assert FIRST_TOKEN_DELAY_S * 1000 <= row["ttft_ms"] <= row["duration_ms"]
+    assert row["duration_ms"] >= row["ttft_ms"] + (8 - 1) * 1000 / TOKENS_PER_SECOND
     assert row["tokens_per_second"] > 0
     assert row["client_ip"] == "127.0.0.1" and "OpenAI" in row["user_agent"]
     assert row["prompt_text"] == "" and row["completion_text"] == ""
