@@ -1,8 +1,8 @@
 """Hostile input from clients without a key cannot crash, stall or blind the server.
 
-Each test drives a real uvicorn (started with small limits) the way an attacker would:
-unbounded label values for ``/metrics``, bodies too big or too slow, with and without a key,
-and connections that never finish their request headers.
+Each test drives a real uvicorn (started with small limits, serving the scripted model) the
+way an attacker would: unbounded label values for ``/metrics``, bodies too big or too slow,
+with and without a key, and connections that never finish their request headers.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import MODEL, Server, assert_valid, start_server, stop_server, wait_for_log_row
+from tests.support import SCRIPTED_MODEL as MODEL
+from tests.support import Server, assert_valid, start_scripted_server, stop_server, wait_for_log_row
 
 ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}", "other"}
 API_LIMIT = 256 * 1024
@@ -35,7 +36,7 @@ SENT_AT_MOST = 48 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(
+    server = start_scripted_server(
         tmp_path_factory.mktemp("hostile"),
         env={
             "API_MAX_BODY_BYTES": str(API_LIMIT),
@@ -52,7 +53,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server holding at most 100 connections, with a header deadline too long to interfere."""
-    server = start_server(
+    server = start_scripted_server(
         tmp_path_factory.mktemp("capped"),
         env={"HTTP_MAX_CONNECTIONS": "100", "HTTP_HEADER_TIMEOUT": "60"},
         serve=True,
