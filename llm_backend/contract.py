@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .types import BackendRequest, GenerationEvent
 
@@ -54,12 +54,27 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeStats:
+    """One remote node of a model: its base ``url``, whether it is in rotation, requests of
+    ours running on it, requests it served and failed, and its recent median time to the
+    first event (None before any)."""
+
+    url: str
+    healthy: bool
+    outstanding: int
+    served: int
+    failed: int
+    first_event_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStats:
     """A model's live load, read as is by ``/v1/models``, ``/metrics`` and the stats log line.
 
     ``slots_total`` generations can run at once, ``slots_busy`` do, ``queue_depth`` wait;
     ``generated_tokens`` and ``cached_prompt_tokens`` count since start; ``tokens_per_second``
-    is the recent generation rate (0 when idle).
+    is the recent generation rate (0 when idle). ``nodes`` describes each remote node of a
+    model served by several (empty for a model served here).
     """
 
     slots_total: int
@@ -68,9 +83,14 @@ class ModelStats:
     generated_tokens: int
     cached_prompt_tokens: int
     tokens_per_second: float
+    nodes: tuple[NodeStats, ...] = ()
 
-    def as_dict(self) -> dict[str, int | float]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON-ready values (``nodes`` omitted when empty)."""
+        values = asdict(self)
+        if not self.nodes:
+            del values["nodes"]
+        return values
 
 
 @runtime_checkable
@@ -94,13 +114,16 @@ class GenerationHandle(ABC):
     ``prompt_tokens`` counts each prompt once (as OpenAI's usage does); ``budget`` is the most
     tokens, prompt and generated, that all its choices together can use, for the caller's
     token reservation; ``echoes`` holds each prompt's text when ``echo`` was asked ('' else);
-    the streams are ordered prompt by prompt, ``choices_per_prompt`` for each.
+    the streams are ordered prompt by prompt, ``choices_per_prompt`` for each. A backend that
+    learns the exact prompt count only from its answer (a remote node) updates ``prompt_tokens``
+    before its streams' Finished events; ``served_by`` names the node that served it, if any.
     """
 
     prompt_tokens: int
     budget: int
     echoes: tuple[str, ...]
     choices_per_prompt: int
+    served_by: str | None = None
 
     @abstractmethod
     async def start(self) -> list[EventStream]:

@@ -91,3 +91,25 @@ class InvalidRequest(EngineError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+class UpstreamRejected(EngineError):
+    """A remote node refused the request (its 4xx): relayed with the node's ``status``,
+    message, ``param``, ``code`` and ``error_type``."""
+
+    def __init__(
+        self, message: str, *, status: int, param: str | None = None, code: str | None = None, error_type: str
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code
+        self.error_type = error_type
+
+
+class UpstreamError(EngineError):
+    """A remote node failed (refused the connection, answered 5xx or something unreadable)."""
+
+
+class UpstreamTimeout(EngineError):
+    """A remote node did not connect, send a first token or keep sending within its timeout."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .contract import ModelBackend
+from .remote_spec import remote_spec_from_mapping
 from .scripted_spec import scripted_spec_from_mapping
 from .specs import SpecError, spec_from_mapping
 
@@ -49,6 +50,7 @@ class BackendKind:
 KINDS: dict[str, BackendKind] = {
     "llama": BackendKind(parse=spec_from_mapping, backend="llm_backend.llama_backend:LlamaBackend"),
     "scripted": BackendKind(parse=scripted_spec_from_mapping, backend="llm_backend.scripted:ScriptedBackend"),
+    "remote": BackendKind(parse=remote_spec_from_mapping, backend="llm_backend.remote:RemoteBackend"),
 }
 
 

@@ -107,6 +107,10 @@ class BackendRequest:
     ``tools`` and ``tool_choice`` (or the one function ``forced_tool``) offer function calls;
     ``sampling.constraint`` carries the response format. ``max_prompt_tokens`` and
     ``max_scored_tokens`` are the server's caps (None: none), refused as InvalidRequest.
+    ``affinity`` (the client's ``prompt_cache_key`` or ``user``) lets a backend with several
+    nodes keep related requests together; ``sampling_set`` names the ``sampling`` fields the
+    client set itself (the rest are this server's defaults), for backends that pass the
+    request on.
     """
 
     model: str
@@ -121,6 +125,8 @@ class BackendRequest:
     forced_tool: str | None = None
     max_prompt_tokens: int | None = None
     max_scored_tokens: int | None = None
+    affinity: str | None = None
+    sampling_set: frozenset[str] = frozenset()
 
     @property
     def is_chat(self) -> bool:
@@ -169,9 +175,11 @@ class TextDelta:
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """Part of a function call: the first delta of a call carries its ``id`` and ``name``, the
-    rest only fragments of its ``arguments`` (compact JSON text, as OpenAI writes them)."""
+    rest only fragments of its ``arguments`` (compact JSON text, as OpenAI writes them).
+    ``index`` tells a choice's parallel calls apart (0 for the first)."""
 
     arguments: str = ""
+    index: int = 0
     id: str | None = None
     name: str | None = None
     tokens: int = 0

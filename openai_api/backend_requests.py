@@ -11,6 +11,26 @@ from llm_backend.types import BackendRequest, ChatMessage, Prompt, ToolCall, Too
 
 from .schemas import ChatCompletionRequest, ChatMessageIn, CompletionRequest, NamedToolChoice
 
+_SAMPLING_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "seed",
+        "stop",
+        "logit_bias",
+    }
+)
+
+
+def _sampling_set(body: ChatCompletionRequest | CompletionRequest) -> frozenset[str]:
+    """The sampling fields the client set itself (``sampling`` fills the rest with defaults)."""
+    return frozenset(body.model_fields_set & _SAMPLING_FIELDS)
+
 
 def _message(message: ChatMessageIn) -> ChatMessage:
     calls = tuple(
@@ -48,6 +68,8 @@ def chat_backend_request(body: ChatCompletionRequest, request_id: str) -> Backen
         tools=tools,
         tool_choice="none" if mode == "none" else ("required" if mode in ("required", "named") else "auto"),
         forced_tool=forced,
+        affinity=body.prompt_cache_key or body.user,
+        sampling_set=_sampling_set(body),
         max_prompt_tokens=settings.API_MAX_PROMPT_TOKENS or None,
         max_scored_tokens=settings.API_MAX_SCORED_TOKENS,
     )
@@ -72,6 +94,8 @@ def completion_backend_request(body: CompletionRequest, request_id: str) -> Back
         n=candidates,
         echo=bool(body.echo),
         suffix=body.suffix or None,
+        affinity=body.user,
+        sampling_set=_sampling_set(body),
         max_prompt_tokens=settings.API_MAX_PROMPT_TOKENS or None,
         max_scored_tokens=settings.API_MAX_SCORED_TOKENS,
     )

@@ -31,14 +31,17 @@ class ChatEndpoint:
     ) -> wire.ChatCompletion:
         choices = []
         for i, choice in enumerate(collected):
-            call = choice.call
-            if call is not None:
-                function = wire.FunctionCallOut(name=call.name, arguments="".join(call.arguments))
+            if choice.calls:
+                calls = [
+                    wire.ToolCallOut(
+                        id=call.id,
+                        type="function",
+                        function=wire.FunctionCallOut(name=call.name, arguments="".join(call.arguments)),
+                    )
+                    for _, call in sorted(choice.calls.items())
+                ]
                 message = wire.AssistantMessage(
-                    role="assistant",
-                    content=None,
-                    refusal=None,
-                    tool_calls=[wire.ToolCallOut(id=call.id, type="function", function=function)],
+                    role="assistant", content=None, refusal=None, tool_calls=calls
                 )
             else:
                 message = wire.AssistantMessage(role="assistant", content=choice.joined, refusal=None)
@@ -93,7 +96,7 @@ class ChatChunks:
         out: list[BaseModel] = []
         if event.id is not None:
             function = wire.FunctionDeltaOut(name=event.name, arguments="")
-            header = wire.ToolCallDeltaOut(index=0, id=event.id, type="function", function=function)
+            header = wire.ToolCallDeltaOut(index=event.index, id=event.id, type="function", function=function)
             out.append(self.chunk(index, tool_calls=[header]))
         if event.arguments:
             fragment = wire.ToolCallDeltaOut(

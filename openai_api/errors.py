@@ -88,6 +88,12 @@ def from_engine_error(exc: engine.EngineError, *, prompt_param: str = "messages"
             code="model_overloaded",
             headers={"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, engine.UpstreamRejected):
+        return ApiError(exc.status, str(exc), type=exc.error_type, code=exc.code, param=exc.param)
+    if isinstance(exc, engine.UpstreamTimeout):
+        return ApiError(504, str(exc), type="server_error", code="upstream_timeout")
+    if isinstance(exc, engine.UpstreamError):
+        return ApiError(502, str(exc), type="server_error", code="upstream_error")
     if isinstance(exc, engine.EngineUnavailable | engine.ModelLoadError):
         return ApiError(
             503, str(exc), type="server_error", code="model_unavailable", headers={"Retry-After": "5"}

@@ -49,6 +49,7 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    served_by: str | None = None
     disconnected: bool = False
     api_key_id: int | None = None
     admission: Admission | None = None

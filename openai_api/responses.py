@@ -144,8 +144,18 @@ class Completion(BaseModel):
     usage: UsageOut | None = None
 
 
+class NodeStatsOut(BaseModel):
+    url: str
+    healthy: bool
+    outstanding: int
+    served: int
+    failed: int
+    first_event_ms: float | None
+
+
 class ModelStats(BaseModel):
-    """Live figures of a served model (not in OpenAI's schema, which allows extra fields)."""
+    """Live figures of a served model (not in OpenAI's schema, which allows extra fields);
+    ``nodes`` for a model served by remote nodes."""
 
     n_ctx: int
     slots_total: int
@@ -154,6 +164,7 @@ class ModelStats(BaseModel):
     generated_tokens: int
     cached_prompt_tokens: int
     tokens_per_second: float
+    nodes: list[NodeStatsOut] | None = None
 
 
 class ModelCard(BaseModel):

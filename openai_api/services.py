@@ -70,7 +70,7 @@ class CollectedChoice:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_logprobs: PromptLogprobs | None = None
-    call: CollectedCall | None = None
+    calls: dict[int, CollectedCall] = field(default_factory=dict)
     finish_reason: FinishReason = "length"
 
     @property
@@ -103,6 +103,7 @@ async def generation_start(
         handle.cancel()
         raise
     record.prompt_tokens = handle.prompt_tokens
+    record.served_by = handle.served_by
     meta = wire.ResponseMeta(id=record.request_id, created=int(time.time()), model=request.model)
     return StartedGeneration(handle=handle, streams=streams, first=first, meta=meta)
 
@@ -150,9 +151,12 @@ class UsageMeter:
     """Counts a request's tokens into its record as events arrive, so a request cut short by a
     disconnect still records what it generated; a Finished event makes a choice's count exact."""
 
-    def __init__(self, record: RequestRecord, choices_per_prompt: int = 1) -> None:
+    def __init__(
+        self, record: RequestRecord, choices_per_prompt: int = 1, handle: GenerationHandle | None = None
+    ) -> None:
         self.record = record
         self.choices_per_prompt = choices_per_prompt
+        self.handle = handle
         self.counted: dict[int, int] = {}
 
     def observe(self, index: int, event: GenerationEvent) -> None:
@@ -166,9 +170,13 @@ class UsageMeter:
             record.add_completion_text(event.text if isinstance(event, TextDelta) else event.arguments)
         else:
             record.completion_tokens += event.usage.completion_tokens - self.counted.get(index, 0)
+            self.counted[index] = event.usage.completion_tokens
             if index % self.choices_per_prompt == 0:
                 record.cached_tokens += event.usage.cached_tokens
             record.finish_reason = event.finish_reason
+            if self.handle is not None:  # a remote node's count is exact only now
+                record.prompt_tokens = self.handle.prompt_tokens
+                record.served_by = self.handle.served_by
 
     def usage(self) -> Usage:
         record = self.record
@@ -189,11 +197,10 @@ async def generation_collect(started: StartedGeneration, meter: UsageMeter) -> l
             choice.text.append(event.text)
             choice.logprobs.extend(event.logprobs)
         elif isinstance(event, ToolCallDelta):
-            if choice.call is None:
-                choice.call = CollectedCall()
+            call = choice.calls.setdefault(event.index, CollectedCall())
             if event.id is not None:
-                choice.call.id, choice.call.name = event.id, event.name or ""
-            choice.call.arguments.append(event.arguments)
+                call.id, call.name = event.id, event.name or ""
+            call.arguments.append(event.arguments)
             choice.logprobs.extend(event.logprobs)
         elif isinstance(event, PromptLogprobs):
             choice.prompt_logprobs = event

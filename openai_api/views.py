@@ -51,7 +51,7 @@ async def _generate(
     """One generation path for both endpoints: start (every refusal before a byte), then
     stream the chunks or collect the same events into one response."""
     started = await services.generation_start(request=backend_request, record=record, api_key=api_key)
-    meter = services.UsageMeter(record, started.choices_per_prompt)
+    meter = services.UsageMeter(record, started.choices_per_prompt, started.handle)
     if stream:
         chunks = renderer.chunks(started, meter)
         usage = chunks.usage if renderer.include_usage else None
