@@ -53,6 +53,31 @@ TOKENS_PER_SECOND = Gauge(
 )
 
 
+NODE_HEALTHY = Gauge(
+    "llm_node_healthy",
+    "1 while a remote model's node is in rotation (as the least hopeful worker sees it).",
+    ["model", "node"],
+    multiprocess_mode="livemin",
+)
+NODE_OUTSTANDING = Gauge(
+    "llm_node_outstanding",
+    "Requests running on a remote node.",
+    ["model", "node"],
+    multiprocess_mode="livesum",
+)
+NODE_SERVED = Gauge(
+    "llm_node_served", "Requests a remote node served.", ["model", "node"], multiprocess_mode="livesum"
+)
+NODE_FAILED = Gauge(
+    "llm_node_failed", "Requests a remote node failed.", ["model", "node"], multiprocess_mode="livesum"
+)
+NODE_FIRST_EVENT = Gauge(
+    "llm_node_first_event_seconds",
+    "Median time to a remote node's first event over its last 50 requests.",
+    ["model", "node"],
+    multiprocess_mode="livemax",
+)
+
 API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 MODEL_ROUTE = "/v1/models/{id}"
 ROUTE_LABELS = (*API_ENDPOINTS, "/v1/models", MODEL_ROUTE)
@@ -113,6 +138,13 @@ def refresh_engine_gauges() -> None:
         QUEUE_DEPTH.labels(name).set(stats.queue_depth)
         BUSY_SLOTS.labels(name).set(stats.slots_busy)
         TOKENS_PER_SECOND.labels(name).set(stats.tokens_per_second)
+        for node in stats.nodes:  # node URLs come from the models file: a closed set
+            NODE_HEALTHY.labels(name, node.url).set(1 if node.healthy else 0)
+            NODE_OUTSTANDING.labels(name, node.url).set(node.outstanding)
+            NODE_SERVED.labels(name, node.url).set(node.served)
+            NODE_FAILED.labels(name, node.url).set(node.failed)
+            if node.first_event_ms is not None:
+                NODE_FIRST_EVENT.labels(name, node.url).set(node.first_event_ms / 1000)
 
 
 def render() -> tuple[bytes, str]:

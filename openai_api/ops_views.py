@@ -39,17 +39,27 @@ def _database_reachable() -> bool:
 
 @require_GET
 async def ready(request: HttpRequest) -> HttpResponse:
-    """200 when every configured model is loaded and the database answers; 503 otherwise."""
-    models_loaded = get_registry().loaded
+    """200 when every configured model is loaded and the database answers; 503 otherwise.
+
+    ``nodes`` shows each remote model's nodes (in rotation or not, requests running): a model
+    whose nodes are all out answers 503 itself, while the other models keep serving, so node
+    health does not decide readiness."""
+    registry = get_registry()
+    models_loaded = registry.loaded
     database = await asyncio.to_thread(_database_reachable)
     ok = models_loaded and database
-    return _json(
-        {
-            "status": "ready" if ok else "unavailable",
-            "checks": {"models": models_loaded, "database": database},
-        },
-        status=200 if ok else 503,
-    )
+    nodes = {
+        name: [{"url": n.url, "healthy": n.healthy, "outstanding": n.outstanding} for n in stats.nodes]
+        for name, stats in registry.stats().items()
+        if stats.nodes
+    }
+    body: dict[str, object] = {
+        "status": "ready" if ok else "unavailable",
+        "checks": {"models": models_loaded, "database": database},
+    }
+    if nodes:
+        body["nodes"] = nodes
+    return _json(body, status=200 if ok else 503)
 
 
 @require_GET
