@@ -1,0 +1,140 @@
+"""What a gateway costs: the same load straight to a node and through this server in front of it.
+
+    .venv/bin/python -m bench.gateway [--concurrency 1,8] [--rounds 4] [--repeats 2] [--max-tokens 128]
+
+Starts one node (this server on the default model, one uvicorn worker) and a gateway (this
+server with one ``kind = "remote"`` model whose only upstream is that node, no model of its
+own), then runs bench/load.py's streaming load at each level straight to the node and through
+the gateway, interleaved (who goes first alternates each repeat), and prints both tables and
+the ratios: tokens/s through the gateway over direct, and the difference of the median first
+token. Progress goes to the log on stderr; the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.compare import MODEL_NAME, ROOT, Running, _wait_ready, ours
+from bench.load import HEADER, LevelResult, run_level
+
+logger = logging.getLogger("bench.gateway")
+
+
+@contextmanager
+def gateway(port: int, node: Running, workdir: Path) -> Iterator[Running]:
+    models = workdir / "gateway-models.toml"
+    entry = {
+        "name": MODEL_NAME,
+        "kind": "remote",
+        "upstreams": [node.base_url],
+        "upstream_api_key_env": "NODE_API_KEY",
+        "max_concurrency": 16,
+    }
+    models.write_text("[[models]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))
+    var = workdir / "gateway"
+    var.mkdir()
+    env = {
+        **os.environ,
+        "SECRET_KEY": "bench-only-secret-key",
+        "VAR_DIR": str(var),
+        "LLM_MODELS_FILE": str(models),
+        "NODE_API_KEY": node.api_key,
+        "LOG_LEVEL": "WARNING",
+    }
+    python = str(ROOT / ".venv" / "bin" / "python")
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    created = subprocess.run(
+        [python, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    key = created.stdout.decode().strip().splitlines()[-1]
+    command = [
+        python,
+        "-m",
+        "uvicorn",
+        "inference_site.asgi:application",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=(var / "gateway.log").open("wb"), stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/v1", key, process)
+        yield Running("gateway", f"http://127.0.0.1:{port}/v1", key, process)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--rounds", type=int, default=4, help="requests per client at each level")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per path and level, alternating; pooled")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ours(18441, 8, 64, Path(tmp)) as node,
+        gateway(18442, node, Path(tmp)) as front,
+    ):
+        paths = {"direct": node, "gateway": front}
+        for running in paths.values():  # one warm-up request each
+            asyncio.run(run_level(running.base_url, running.api_key, MODEL_NAME, 1, 1, 16))
+        for level in levels:
+            runs: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
+            for repeat in range(args.repeats):
+                for name in ("direct", "gateway") if repeat % 2 == 0 else ("gateway", "direct"):
+                    running = paths[name]
+                    logger.info("%s, concurrency %d, run %d ...", name, level, repeat + 1)
+                    result = asyncio.run(
+                        run_level(
+                            running.base_url,
+                            running.api_key,
+                            MODEL_NAME,
+                            level,
+                            args.rounds,
+                            args.max_tokens,
+                        )
+                    )
+                    runs[name].append(result)
+                    logger.info("%s, concurrency %d: %.1f tok/s", name, level, result.tokens_per_second())
+            for name, done in runs.items():
+                results[name].append(
+                    LevelResult(level, sum(r.wall for r in done), [s for r in done for s in r.samples])
+                )
+    out = [f"\nmodel={MODEL_NAME} max_tokens={args.max_tokens} rounds={args.rounds} repeats={args.repeats}"]
+    for name, rows in results.items():
+        out += [f"\n{name}", HEADER, *(r.row() for r in rows)]
+    out += [
+        "\n| conc | tok/s gateway/direct | ttft p50 gateway-direct | itl p50 gateway/direct |",
+        "|---:|---:|---:|---:|",
+    ]
+    for level, direct, through in zip(levels, results["direct"], results["gateway"], strict=True):
+        out.append(
+            f"| {level} | {through.tokens_per_second() / max(direct.tokens_per_second(), 1e-9):.3f} | "
+            f"{(through.percentile('ttft', 50) - direct.percentile('ttft', 50)) * 1000:+.1f} ms | "
+            f"{through.percentile('itl', 50) / max(direct.percentile('itl', 50), 1e-9):.2f} |"
+        )
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
