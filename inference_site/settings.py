@@ -192,6 +192,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 # Keep prompt and completion text in the request log (off: only counts and timings are kept).
 REQUEST_LOG_TEXT = env.boolean("REQUEST_LOG_TEXT", False)
 
+# Stored Responses API responses are kept this many days (0: until deleted); older ones are
+# gone for the API at once and removed from the database by `manage.py prune_responses`.
+RESPONSES_RETENTION_DAYS: int = env.integer("RESPONSES_RETENTION_DAYS", 30, minimum=0) or 0
+
 # -- models -------------------------------------------------------------------------------
 LLM_MODEL_DIR = env.path("LLM_MODEL_DIR", VAR_DIR / "models")
 try:

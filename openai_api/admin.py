@@ -1,4 +1,5 @@
-"""Django admin for API keys (created here, shown once) and the read-only request log."""
+"""Django admin for API keys (created here, shown once), the read-only request log and stored
+Responses API responses (read-only)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from .api_keys import api_key_assign_new_secret, api_key_restore, api_key_revoke
 from .charts import usage_chart_svg
-from .models import ApiKey, RequestLog, clean_model_names
+from .models import ApiKey, RequestLog, StoredResponse, clean_model_names
 from .selectors import api_key_usage_daily, api_keys_with_usage, request_log_totals
 
 
@@ -196,3 +197,24 @@ class RequestLogAdmin(admin.ModelAdmin[RequestLog]):
         if context and "cl" in context:
             context["totals"] = request_log_totals(context["cl"].queryset)
         return response
+
+
+@admin.register(StoredResponse)
+class StoredResponseAdmin(admin.ModelAdmin[StoredResponse]):
+    """Stored responses, read-only: clients delete theirs through the API, and
+    ``manage.py prune_responses`` removes those past ``RESPONSES_RETENTION_DAYS``."""
+
+    list_display = ("created", "response_id", "api_key", "model", "status", "previous_response_id")
+    list_filter = ("api_key", "model", "status")
+    date_hierarchy = "created"
+    search_fields = ("response_id", "previous_response_id")
+    list_select_related = ("api_key",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StoredResponse | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: StoredResponse | None = None) -> bool:
+        return False

@@ -78,9 +78,11 @@ NODE_FIRST_EVENT = Gauge(
     multiprocess_mode="livemax",
 )
 
-API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+API_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 MODEL_ROUTE = "/v1/models/{id}"
-ROUTE_LABELS = (*API_ENDPOINTS, "/v1/models", MODEL_ROUTE)
+RESPONSE_ROUTE = "/v1/responses/{id}"
+INPUT_ITEMS_ROUTE = "/v1/responses/{id}/input_items"
+ROUTE_LABELS = (*API_ENDPOINTS, "/v1/models", MODEL_ROUTE, RESPONSE_ROUTE, INPUT_ITEMS_ROUTE)
 OTHER = "other"
 for _endpoint in API_ENDPOINTS:
     DISCONNECTS.labels(_endpoint)
@@ -92,6 +94,8 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return MODEL_ROUTE
+    if path.startswith("/v1/responses/"):
+        return INPUT_ITEMS_ROUTE if path.endswith("/input_items") else RESPONSE_ROUTE
     return OTHER
 
 

@@ -112,3 +112,30 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.endpoint} {self.status_code}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API response kept for ``GET``/``DELETE /v1/responses/{id}``, its input items
+    and ``previous_response_id``; only the key that created it can see it.
+
+    ``input_items`` is the whole conversation the model read (the stored history of the
+    previous response, its output, then this request's input; each item with its ``id``),
+    so a chain continues from one row; ``body`` is the response object as it was sent.
+    """
+
+    response_id = models.CharField(max_length=64, unique=True)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="stored_responses")
+    model = models.CharField(max_length=200)
+    status = models.CharField(max_length=16)
+    previous_response_id = models.CharField(max_length=64, blank=True)
+    input_items = models.JSONField(default=list)
+    body = models.JSONField()
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "stored response"
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["api_key", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.response_id} {self.status}"

@@ -30,7 +30,9 @@ logger = logging.getLogger("openai_api.access")
 
 
 def new_request_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """``<prefix>-<32 hex>``, or ``<prefix><32 hex>`` for a prefix ending in ``_`` (``resp_``)."""
+    separator = "" if prefix.endswith("_") else "-"
+    return f"{prefix}{separator}{uuid.uuid4().hex}"
 
 
 @dataclass

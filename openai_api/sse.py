@@ -14,6 +14,11 @@ def event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def named_event(kind: str, payload: bytes) -> bytes:
+    """One event with its type on an ``event:`` line, as the Responses API streams them."""
+    return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
+
+
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
     """A streaming response that proxies will not buffer; ``body`` must be an async iterator."""
     response = StreamingHttpResponse(body, content_type="text/event-stream")
