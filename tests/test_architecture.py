@@ -6,6 +6,7 @@ import ast
 import re
 from pathlib import Path
 
+from tests.responses_support import SHARED_RESPONSES_SCHEMAS, VENDORED_RESPONSES_SCHEMAS
 from tests.support import ROOT, SHARED_SCHEMAS, VENDORED_SCHEMAS
 
 FORBIDDEN_IN_BACKEND = ("django.http", "rest_framework", "pydantic", "openai_api")
@@ -61,6 +62,12 @@ def test_vendored_openai_schemas_match_the_shared_copy() -> None:
     if SHARED_SCHEMAS.exists():
         assert VENDORED_SCHEMAS.read_bytes() == SHARED_SCHEMAS.read_bytes()
     assert VENDORED_SCHEMAS.stat().st_size > 10_000
+
+
+def test_vendored_openai_responses_schemas_match_the_shared_copy() -> None:
+    if SHARED_RESPONSES_SCHEMAS.exists():
+        assert VENDORED_RESPONSES_SCHEMAS.read_bytes() == SHARED_RESPONSES_SCHEMAS.read_bytes()
+    assert VENDORED_RESPONSES_SCHEMAS.stat().st_size > 10_000
 
 
 BACKEND_INSIDES = re.compile(r"Scheduler|LlamaEngine|llama_cpp|\.engine\.")
