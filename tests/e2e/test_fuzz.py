@@ -3,7 +3,9 @@ JSON Schemas (large bounds, odd patterns, references) as response formats and to
 
 Every answer is a 2xx or an OpenAI-shaped 4xx (never a 5xx, a hang or a stream without
 ``[DONE]``). Bounded and deterministic: fixed examples per test (hypothesis derandomized),
-and a server whose API_MAX_TOKENS keeps each generation to 2 tokens.
+and servers whose API_MAX_TOKENS keeps each generation to 2 tokens. Bodies and bytes are the
+HTTP layer's to judge and go to the scripted model; schemas become llama.cpp grammars, so they
+go to the real one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import MODEL, Server, assert_valid, sse_events, start_server, stop_server
+from tests.support import (
+    MODEL,
+    SCRIPTED_MODEL,
+    assert_valid,
+    sse_events,
+    start_scripted_server,
+    start_server,
+    stop_server,
+)
 
 # FUZZ_EXAMPLES and FUZZ_RANDOM widen the search by hand; CI runs the fixed 60 examples.
 FUZZ = settings(
@@ -50,7 +60,7 @@ message = st.fixed_dictionaries(
     },
 )
 common = {
-    "model": st.just(MODEL) | json_values,
+    "model": st.just(SCRIPTED_MODEL) | json_values,
     "stream": st.booleans() | json_values,
     "temperature": st.floats(-1, 3) | json_values,
     "top_p": st.floats(-0.5, 1.5) | json_values,
@@ -92,16 +102,21 @@ completion_bodies = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("fuzz"), env={"API_MAX_TOKENS": "2"})
-    yield server
+def fuzz_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """The scripted model, for what the HTTP layer decides."""
+    server = start_scripted_server(tmp_path_factory.mktemp("fuzz"), env={"API_MAX_TOKENS": "2"})
+    with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=60) as http:
+        yield http
     stop_server(server)
 
 
 @pytest.fixture(scope="module")
-def fuzz_http(fuzz_server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzz_server.api_url, headers=fuzz_server.auth(), timeout=60) as http:
+def grammar_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """The real model, whose JSON schemas become grammars."""
+    server = start_server(tmp_path_factory.mktemp("fuzz-grammar"), env={"API_MAX_TOKENS": "2"})
+    with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=60) as http:
         yield http
+    stop_server(server)
 
 
 def _check(http: httpx.Client, path: str, content: bytes) -> None:
@@ -202,7 +217,7 @@ json_schemas = st.recursive(
 @FUZZ
 @given(schema=json_schemas, stream=st.booleans())
 def test_any_response_format_schema_gets_a_proper_answer(
-    fuzz_http: httpx.Client, schema: dict[str, Any], stream: bool
+    grammar_http: httpx.Client, schema: dict[str, Any], stream: bool
 ) -> None:
     body = {
         "model": MODEL,
@@ -211,7 +226,7 @@ def test_any_response_format_schema_gets_a_proper_answer(
         "temperature": 0,
         "stream": stream,
     }
-    _check(fuzz_http, "/chat/completions", json.dumps(body).encode())
+    _check(grammar_http, "/chat/completions", json.dumps(body).encode())
 
 
 @FUZZ
@@ -220,7 +235,7 @@ def test_any_response_format_schema_gets_a_proper_answer(
     choice=st.sampled_from(["required", "auto", {"type": "function", "function": {"name": "f"}}]),
 )
 def test_any_tool_parameter_schema_gets_a_proper_answer(
-    fuzz_http: httpx.Client, schema: dict[str, Any], choice: Any
+    grammar_http: httpx.Client, schema: dict[str, Any], choice: Any
 ) -> None:
     body = {
         "model": MODEL,
@@ -229,4 +244,4 @@ def test_any_tool_parameter_schema_gets_a_proper_answer(
         "tool_choice": choice,
         "temperature": 0,
     }
-    _check(fuzz_http, "/chat/completions", json.dumps(body).encode())
+    _check(grammar_http, "/chat/completions", json.dumps(body).encode())
