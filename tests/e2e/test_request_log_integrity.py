@@ -15,18 +15,19 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import MODEL, Server, start_server, stop_server
+from tests.support import SCRIPTED_MODEL as MODEL
+from tests.support import Server, start_scripted_server, stop_server
 
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One uvicorn on a fresh PostgreSQL database, dropped afterwards."""
+    """One uvicorn (the scripted model) on a fresh PostgreSQL database, dropped afterwards."""
     name = f"llm_e2e_log_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    server = start_server(
+    server = start_scripted_server(
         tmp_path_factory.mktemp("pg-log"), env={"DATABASE_URL": f"postgres://root@127.0.0.1:5432/{name}"}
     )
     try:
@@ -71,7 +72,7 @@ def _completion(http: httpx.Client, **fields: object) -> str:
 def test_nul_characters_and_a_forged_client_address_cost_no_row(pg_server: Server) -> None:
     with httpx.Client(base_url=pg_server.api_url, headers=pg_server.auth(), timeout=60) as http:
         nul_user = _completion(http, user="a\u0000b")
-        nul_model = _completion(http, model="gem\u0000ma")
+        nul_model = _completion(http, model="scrip\u0000ted")
         forged = http.get("/models", headers={"X-Forwarded-For": "not-an-ip"}).headers["x-request-id"]
         normal = [_completion(http, user=f"user-{i}") for i in range(3)]
 
