@@ -1,4 +1,8 @@
-"""Continuous batching through the real server: concurrent streams, slots, the queue and its 503s."""
+"""Continuous batching through the real server: concurrent streams, slots, the queue and its 503s.
+
+Batching is the real model's; the queue's 503s, a freed slot and the API's headers are the HTTP
+layer's, shown on a one-slot scripted model paced so a long stream holds its slot for a minute.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,30 @@ import httpx
 import openai
 import pytest
 
-from tests.support import MODEL, Server, assert_valid, start_server, stop_server
+from tests.support import (
+    MODEL,
+    SCRIPTED_MODEL,
+    Server,
+    assert_valid,
+    scripted_models_toml,
+    start_scripted_server,
+    stop_server,
+)
 
 NEVER_END = {"1": -100, "106": -100}  # <eos>, <end_of_turn>: the generation runs to max_tokens
 
 
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with one slot, a queue of one and a 3-second queue timeout (and CORS for one origin)."""
-    server = start_server(
+    """A scripted model with one slot, a queue of one and a 3-second queue timeout, sending 50
+    tokens a second (and CORS for one origin)."""
+    models = scripted_models_toml(
+        n_ctx=4096, reply_tokens=3000, tokens_per_second=50, slots=1, max_queue=1, queue_timeout=3
+    )
+    server = start_scripted_server(
         tmp_path_factory.mktemp("one-slot"),
-        env={
-            "LLM_SLOTS": "1",
-            "LLM_MAX_QUEUE": "1",
-            "LLM_QUEUE_TIMEOUT": "3",
-            "CORS_ALLOWED_ORIGINS": "https://app.example.com",
-        },
+        env={"CORS_ALLOWED_ORIGINS": "https://app.example.com"},
+        models_toml=models,
     )
     yield server
     stop_server(server)
@@ -110,7 +122,7 @@ def test_models_show_slots_queue_and_tokens_per_second(server: Server, client: o
 
 
 def _long_stream(server: Server, started: threading.Event, stop: threading.Event) -> None:
-    body = {"model": MODEL, "prompt": "1, 2, 3,", "max_tokens": 3000, "logit_bias": NEVER_END, "stream": True}
+    body = {"model": SCRIPTED_MODEL, "prompt": "1, 2, 3,", "max_tokens": 3000, "stream": True}
     with (
         httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=120) as http,
         http.stream("POST", "/completions", json=body) as response,
@@ -133,7 +145,7 @@ def test_a_full_queue_and_a_long_wait_answer_503_with_retry_after(one_slot: Serv
             results["queued"] = httpx.post(
                 one_slot.api_url + "/completions",
                 headers=one_slot.auth(),
-                json={"model": MODEL, "prompt": "Hello", "max_tokens": 2},
+                json={"model": SCRIPTED_MODEL, "prompt": "Hello", "max_tokens": 2},
                 timeout=60,
             )
 
@@ -143,7 +155,7 @@ def test_a_full_queue_and_a_long_wait_answer_503_with_retry_after(one_slot: Serv
         full = httpx.post(
             one_slot.api_url + "/chat/completions",
             headers=one_slot.auth(),
-            json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True},
+            json={"model": SCRIPTED_MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True},
             timeout=60,
         )
         waiter.join(60)
@@ -170,7 +182,7 @@ def test_a_disconnected_stream_frees_its_slot_for_the_queued_request(one_slot: S
         response = httpx.post(
             one_slot.api_url + "/completions",
             headers=one_slot.auth(),
-            json={"model": MODEL, "prompt": "Hello", "max_tokens": 2, "temperature": 0},
+            json={"model": SCRIPTED_MODEL, "prompt": "Hello", "max_tokens": 2, "temperature": 0},
             timeout=60,
         )
         answered["at"] = time.monotonic()
