@@ -1,4 +1,7 @@
-"""Each OpenAI parameter shows its effect on the real model, not merely that it is accepted."""
+"""Each OpenAI parameter shows its effect on the real model, not merely that it is accepted.
+
+The few refusals and caps here are the HTTP layer's and run on the scripted model.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,16 @@ import pytest
 
 from llm_backend.engine import LlamaEngine
 from llm_backend.specs import default_spec
-from tests.support import MODEL, ROOT, Server, assert_valid, sse_events
+from tests.support import (
+    MODEL,
+    ROOT,
+    SCRIPTED_MODEL,
+    Server,
+    assert_valid,
+    sse_events,
+    start_scripted_server,
+    stop_server,
+)
 
 PROMPT = "The capital of France is"
 NEVER_END = {"1": -100, "106": -100}  # <eos>, <end_of_turn>: the generation runs to max_tokens
@@ -121,6 +133,7 @@ def test_json_object_output_parses(client: openai.OpenAI) -> None:
 
 
 def test_an_invalid_schema_is_a_400_naming_response_format(http: httpx.Client) -> None:
+    """The grammar compiler refuses this schema (the scripted model would answer it)."""
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "x"}],
@@ -133,6 +146,7 @@ def test_an_invalid_schema_is_a_400_naming_response_format(http: httpx.Client) -
     response = http.post("/chat/completions", json=body)
 
     assert response.status_code == 400
+    assert_valid("ErrorResponse", response.json())
     assert response.json()["error"]["param"] == "response_format"
 
 
@@ -440,12 +454,12 @@ def test_a_repeated_system_prompt_reports_cached_tokens(client: openai.OpenAI) -
     assert details.cached_tokens % 64 == 0
 
 
-def test_unknown_fields_are_logged_once(server: Server, http: httpx.Client) -> None:
-    body = {"model": MODEL, "prompt": "x", "max_tokens": 1, "a_vendor_only_knob": 3}
+def test_unknown_fields_are_logged_once(scripted: Server, scripted_http: httpx.Client) -> None:
+    body = {"model": SCRIPTED_MODEL, "prompt": "x", "max_tokens": 1, "a_vendor_only_knob": 3}
 
-    assert [http.post("/completions", json=body).status_code for _ in range(2)] == [200, 200]
+    assert [scripted_http.post("/completions", json=body).status_code for _ in range(2)] == [200, 200]
 
-    assert server.log().count("ignoring unknown request fields 'a_vendor_only_knob'") == 1
+    assert scripted.log().count("ignoring unknown request fields 'a_vendor_only_knob'") == 1
 
 
 def test_tool_auto_mode_answers_normally_when_no_call_is_made(client: openai.OpenAI) -> None:
@@ -465,22 +479,22 @@ def test_tool_auto_mode_answers_normally_when_no_call_is_made(client: openai.Ope
 
 
 def test_max_tokens_cap_is_a_400_naming_the_param(tmp_path: Path) -> None:
-    from tests.support import start_server, stop_server
-
-    capped = start_server(
+    capped = start_scripted_server(
         tmp_path, env={"API_MAX_TOKENS": "8", "API_MAX_PROMPT_TOKENS": "20", "API_MAX_MESSAGES": "2"}
     )
     try:
         with httpx.Client(base_url=capped.api_url, headers=capped.auth(), timeout=60) as http:
-            over = http.post("/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 9})
+            over = http.post("/completions", json={"model": SCRIPTED_MODEL, "prompt": "x", "max_tokens": 9})
             long_prompt = http.post(
-                "/completions", json={"model": MODEL, "prompt": "word " * 40, "max_tokens": 1}
+                "/completions", json={"model": SCRIPTED_MODEL, "prompt": "word " * 40, "max_tokens": 1}
             )
             chat_default = http.post(
-                "/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+                "/chat/completions",
+                json={"model": SCRIPTED_MODEL, "messages": [{"role": "user", "content": "hi"}]},
             )
             too_many = http.post(
-                "/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "a"}] * 3}
+                "/chat/completions",
+                json={"model": SCRIPTED_MODEL, "messages": [{"role": "user", "content": "a"}] * 3},
             )
     finally:
         stop_server(capped)
@@ -489,4 +503,5 @@ def test_max_tokens_cap_is_a_400_naming_the_param(tmp_path: Path) -> None:
     assert (long_prompt.status_code, long_prompt.json()["error"]["param"]) == (400, "prompt")
     assert (too_many.status_code, too_many.json()["error"]["param"]) == (400, "messages")
     assert chat_default.status_code == 200
-    assert chat_default.json()["usage"]["completion_tokens"] <= 8
+    assert chat_default.json()["usage"]["completion_tokens"] == 8
+    assert chat_default.json()["choices"][0]["finish_reason"] == "length"
