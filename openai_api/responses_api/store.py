@@ -74,16 +74,27 @@ def conversation_of(row: StoredResponse) -> list[Json]:
 async def stored_response_save(
     *, api_key: ApiKey, body: Json, input_items: list[Json], previous_response_id: str | None
 ) -> None:
-    """Store a finished response (``body`` as sent) with the conversation it read."""
+    """Store a finished response (``body`` as sent) with the conversation it read; NUL
+    characters are left out of both, as PostgreSQL's ``jsonb`` cannot hold them."""
     await StoredResponse.objects.acreate(
         response_id=body["id"],
         api_key=api_key,
         model=body["model"][:200],
         status=body["status"],
         previous_response_id=previous_response_id or "",
-        input_items=input_items,
-        body=body,
+        input_items=_storable(input_items),
+        body=_storable(body),
     )
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    return value
 
 
 async def stored_response_delete(*, api_key: ApiKey, response_id: str) -> None:

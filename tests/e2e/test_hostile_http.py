@@ -24,7 +24,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import SCRIPTED_MODEL as MODEL
 from tests.support import Server, assert_valid, start_scripted_server, stop_server, wait_for_log_row
 
-ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}", "other"}
+ROUTES = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/models/{id}",
+    "/v1/responses",
+    "/v1/responses/{id}",
+    "/v1/responses/{id}/input_items",
+    "other",
+}
 API_LIMIT = 256 * 1024
 SITE_LIMIT = 64 * 1024
 BODY_TIMEOUT = 2.0

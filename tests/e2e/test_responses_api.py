@@ -297,6 +297,15 @@ def test_a_streamed_response_is_stored_when_it_ends(scripted: Server, scripted_h
     assert stored == final and stored["metadata"] == {"a": "b"}
 
 
+def test_nul_characters_are_left_out_of_what_is_stored(scripted: Server, scripted_http: httpx.Client) -> None:
+    sent = _create(scripted_http, input="a\u0000b", metadata={"k": "c\u0000d"}).json()
+
+    stored = scripted_http.get(f"/responses/{sent['id']}").json()
+    [item] = scripted_http.get(f"/responses/{sent['id']}/input_items").json()["data"]
+    assert sent["metadata"] == {"k": "c\u0000d"} and stored["metadata"] == {"k": "cd"}
+    assert item["content"][0]["text"] == "ab"
+
+
 def test_another_key_can_neither_read_delete_list_nor_chain(
     scripted: Server, scripted_http: httpx.Client
 ) -> None:
@@ -557,6 +566,8 @@ def _tools(**fields: Any) -> dict[str, Any]:
         ({"input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"input": "x", "stream_options": {"include_obfuscation": False}}, "stream_options"),
         ({"input": "x", "previous_response_id": ""}, "previous_response_id"),
+        ({"input": "x", "previous_response_id": "resp_" + "9" * 100}, "previous_response_id"),
+        ({"input": [{"role": "user", "content": "x"}] * 1025}, "input"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_honoured_is_a_400_naming_the_parameter(
