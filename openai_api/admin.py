@@ -174,8 +174,17 @@ class RequestLogAdmin(admin.ModelAdmin[RequestLog]):
         "ttft_ms",
         "duration_ms",
         "client_disconnected",
+        "served_by",
     )
-    list_filter = ("api_key", "model", "endpoint", "status_code", "stream", "client_disconnected")
+    list_filter = (
+        "api_key",
+        "model",
+        "endpoint",
+        "status_code",
+        "stream",
+        "client_disconnected",
+        "served_by",
+    )
     date_hierarchy = "created"
     search_fields = ("request_id", "user")
     list_select_related = ("api_key",)

@@ -52,7 +52,6 @@ TOKENS_PER_SECOND = Gauge(
     multiprocess_mode="livesum",
 )
 
-
 NODE_HEALTHY = Gauge(
     "llm_node_healthy",
     "1 while a remote model's node is in rotation (as the least hopeful worker sees it).",

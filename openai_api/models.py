@@ -102,6 +102,9 @@ class RequestLog(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=256, blank=True)
     user = models.CharField("request 'user' field", max_length=256, blank=True)
+    served_by = models.CharField(
+        "node", max_length=300, blank=True, help_text="the remote node that served it"
+    )
     prompt_text = models.TextField(blank=True)
     completion_text = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)

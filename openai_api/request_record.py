@@ -125,6 +125,7 @@ class RequestRecord:
             client_ip=self.client_ip or None,
             user_agent=self.user_agent,
             user=(self.user or "")[:256],
+            served_by=(self.served_by or "")[:300],
             prompt_text=self.prompt_text if self.keeps_text else "",
             completion_text="".join(self.completion_parts) if self.keeps_text else "",
             created=self.created,
