@@ -100,7 +100,7 @@ class ChatChunks:
             out.append(self.chunk(index, tool_calls=[header]))
         if event.arguments:
             fragment = wire.ToolCallDeltaOut(
-                index=0, function=wire.FunctionDeltaOut(arguments=event.arguments)
+                index=event.index, function=wire.FunctionDeltaOut(arguments=event.arguments)
             )
             out.append(self.chunk(index, tool_calls=[fragment]))
         return out
