@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_TOKENS = 1024
 """Completion tokens reserved per choice when the request sets no ``max_tokens``."""
+MAX_LINE = 8 << 20
+"""The longest line of a node's event stream read (characters); a longer one is a failure."""
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
@@ -193,8 +195,10 @@ class RemoteHandle(GenerationHandle):
         return first_ms
 
     async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, object]]:
-        """The node's ``data:`` chunks up to ``[DONE]``; an error chunk raises UpstreamError."""
-        async for line in response.aiter_lines():
+        """The node's ``data:`` chunks up to ``[DONE]``; an error chunk, a line longer than
+        :data:`MAX_LINE` characters or a body that ends before ``[DONE]`` (a whole JSON
+        answer, a cut stream) raises UpstreamError."""
+        async for line in _lines(response):
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
@@ -209,6 +213,7 @@ class RemoteHandle(GenerationHandle):
                 raise UpstreamError(f"The model node failed: {message}")
             if isinstance(chunk, dict):
                 yield chunk
+        raise UpstreamError("The model node ended its answer without a complete event stream.")
 
     async def _refusal(self, response: httpx.Response) -> Exception:
         body = b""
@@ -245,6 +250,24 @@ class RemoteHandle(GenerationHandle):
             queue.put_nowait(END)
             self._backend.stats_counter.count_finished(tokens, 0.0)
         self._backend.stats_counter.count_cached(cached)
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines, as ``aiter_lines`` gives them but never holding more than MAX_LINE
+    characters of one line (a node sending an endless line is cut off, not buffered)."""
+    parts: list[str] = []
+    held = 0
+    async for text in response.aiter_text():
+        *complete, rest = text.split("\n")
+        for piece in complete:
+            yield ("".join(parts) + piece).rstrip("\r")
+            parts, held = [], 0
+        parts.append(rest)
+        held += len(rest)
+        if held > MAX_LINE:
+            raise UpstreamError(f"The model node sent a line longer than {MAX_LINE} characters.")
+    if parts:
+        yield "".join(parts).rstrip("\r")
 
 
 class RemoteBackend(ModelBackend):

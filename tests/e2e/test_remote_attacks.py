@@ -224,3 +224,41 @@ def test_parallel_tool_calls_from_a_node_stream_each_under_its_own_index(rig: Ri
         0: {"name": "get_weather", "arguments": '{"city":"Paris"}'},
         1: {"name": "get_time", "arguments": "{}"},
     }
+
+
+def test_a_node_answering_200_with_a_whole_json_body_is_an_upstream_error(rig: Rig) -> None:
+    response = rig.post(_chat("json200"))
+
+    assert response.status_code == 502, response.text
+    assert_valid("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "upstream_error"
+
+
+def test_a_node_stream_that_ends_without_done_is_not_passed_off_as_finished(rig: Rig) -> None:
+    whole = rig.post(_chat("nodone"))
+    response, events = rig.stream(_chat("nodone"))
+
+    assert whole.status_code == 502, whole.text
+    assert whole.json()["error"]["code"] == "upstream_error"
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    error = json.loads(events[-2])
+    assert_valid("ErrorResponse", error)
+    assert error["error"]["code"] == "upstream_error"
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(ln for ln in status if ln.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_an_endless_line_from_a_node_is_cut_off_without_buffering_it(rig: Rig) -> None:
+    before = _rss_mib(rig.gateway.process.pid)
+    started = time.monotonic()
+    response, events = rig.stream(_chat("endless"))
+    waited = time.monotonic() - started
+
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "upstream_error"
+    assert waited < 4  # well before the idle timeout (5 s)
+    assert _rss_mib(rig.gateway.process.pid) - before < 200
