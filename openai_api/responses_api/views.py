@@ -117,7 +117,7 @@ async def responses_create(request: HttpRequest, record: RequestRecord, api_key:
         settings=echoed_settings(body, tools),
         logprobs=body.wants_logprobs,
     )
-    meter = services.UsageMeter(record)
+    meter = services.UsageMeter(record, handle=started.handle)
     storage = _Storage(api_key, conversation, body.previous_response_id) if body.stores else None
     if body.streams:
         return sse.event_stream_response(response_stream(started, meter, builder, storage))

@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.responses_support import assert_event_valid, assert_responses_valid, named_sse_events
 from tests.support import (
     Server,
     assert_valid,
     sse_events,
     start_server,
     stop_server,
+    wait_for_log_row,
 )
 
 REMOTE = "remote-fake"
@@ -101,7 +106,51 @@ async def _endless_line(writer: asyncio.StreamWriter, body: dict[str, Any]) -> N
         await writer.drain()
 
 
+async def _status(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+    status = int(_text(body).split()[1])
+    error = json.dumps({"error": {"message": f"node says {status}", "type": "x", "param": "top_p"}}).encode()
+    writer.write(
+        f"HTTP/1.1 {status} Whatever\r\ncontent-type: application/json\r\nretry-after: 7\r\n".encode()
+        + f"content-length: {len(error)}\r\n\r\n".encode()
+        + error
+    )
+
+
+async def _error_chunk(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+    writer.write(
+        SSE_HEAD + _sse({"error": {"message": "out of memory", "code": 500}}) + _sse("[DONE]") + _chunk(b"")
+    )
+
+
+async def _choices(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+    """Each of the ``n`` choices says its index twice, interleaved; then the usage."""
+    n = body.get("n", 1)
+    writer.write(SSE_HEAD)
+    for _ in range(2):
+        for i in range(n):
+            writer.write(_sse(_delta({"content": f"c{i} "}, index=i)))
+    for i in range(n):
+        writer.write(_sse(_delta({}, "stop", index=i)))
+    usage = {**USAGE, "usage": {"prompt_tokens": 7, "completion_tokens": 2 * n, "total_tokens": 7 + 2 * n}}
+    writer.write(_sse(usage) + _sse("[DONE]") + _chunk(b""))
+
+
+async def _slow(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+    writer.write(SSE_HEAD + _sse(_delta({"role": "assistant", "content": "slow "})))
+    await writer.drain()
+    await asyncio.sleep(float(_text(body).split()[1]))
+    writer.write(_sse(_delta({}, "stop")) + _sse(USAGE) + _sse("[DONE]") + _chunk(b""))
+
+
+def _text(body: dict[str, Any]) -> str:
+    return str(body["messages"][-1]["content"] if "messages" in body else body["prompt"])
+
+
 BEHAVIOURS: dict[str, Writer] = {
+    "status": _status,
+    "errorchunk": _error_chunk,
+    "choices": _choices,
+    "slow": _slow,
     "parallel": _parallel_calls,
     "json200": _json_200,
     "nodone": _ends_without_done,
@@ -153,8 +202,7 @@ class FakeNode:
             else:
                 body = json.loads(raw)
                 self.requests.append(body)
-                text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
-                await BEHAVIOURS[str(text).split()[0]](writer, body)
+                await BEHAVIOURS[_text(body).split()[0]](writer, body)
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -170,11 +218,20 @@ class Rig:
     def post(self, body: dict[str, Any], path: str = "/chat/completions") -> httpx.Response:
         return httpx.post(self.gateway.api_url + path, headers=self.gateway.auth(), json=body, timeout=60)
 
+    def outstanding(self) -> tuple[int, int]:
+        """Requests running on the node, and waiting for it, as ``/v1/models`` shows them."""
+        models = httpx.get(self.gateway.api_url + "/models", headers=self.gateway.auth(), timeout=30)
+        stats = models.json()["data"][0]["stats"]
+        return stats["nodes"][0]["outstanding"], stats["queue_depth"]
+
     def stream(self, body: dict[str, Any]) -> tuple[httpx.Response, list[str]]:
         with (
             httpx.Client(base_url=self.gateway.api_url, headers=self.gateway.auth(), timeout=60) as http,
             http.stream("POST", "/chat/completions", json={**body, "stream": True}) as response,
         ):
+            if response.status_code != 200:
+                response.read()
+                return response, []
             return response, sse_events(response.iter_lines())
 
 
@@ -190,6 +247,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "first_token_timeout": 5.0,
         "idle_timeout": 5.0,
         "health_interval": 60.0,
+        "health_failures": 1000,
+        "max_concurrency": 1,
+        "max_queue": 2,
     }
     models = var_dir / "models.toml"
     models.write_text("[[models]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))
@@ -262,3 +322,116 @@ def test_an_endless_line_from_a_node_is_cut_off_without_buffering_it(rig: Rig) -
     assert json.loads(events[-2])["error"]["code"] == "upstream_error"
     assert waited < 4  # well before the idle timeout (5 s)
     assert _rss_mib(rig.gateway.process.pid) - before < 200
+
+
+@pytest.mark.parametrize(
+    ("status", "relayed", "code"),
+    [(500, 502, "upstream_error"), (401, 502, "upstream_error"), (429, 503, None), (422, 422, None)],
+)
+def test_a_nodes_error_status_is_relayed_in_openai_shape(
+    rig: Rig, status: int, relayed: int, code: str | None
+) -> None:
+    whole = rig.post(_chat(f"status {status}"))
+    response, events = rig.stream(_chat(f"status {status}"))
+
+    for answer in (whole, response):
+        assert answer.status_code == relayed, answer.text if answer is whole else events
+        assert answer.headers["content-type"] == "application/json"
+    assert_valid("ErrorResponse", whole.json())
+    if code is not None:
+        assert whole.json()["error"]["code"] == code
+    if status == 429:
+        assert whole.headers["retry-after"] == "7"
+    if status == 422:
+        assert whole.json()["error"]["param"] == "top_p"
+    assert wait_for_log_row(rig.gateway.database, whole.headers["x-request-id"], "status_code") == (relayed,)
+    assert rig.outstanding() == (0, 0)
+
+
+def test_an_error_chunk_from_a_node_is_an_openai_error(rig: Rig) -> None:
+    whole = rig.post(_chat("errorchunk"))
+
+    assert whole.status_code == 502
+    assert_valid("ErrorResponse", whole.json())
+    assert "out of memory" in whole.json()["error"]["message"]
+
+
+def test_n_choices_through_the_gateway_keep_their_indexes_and_the_nodes_usage(rig: Rig) -> None:
+    whole = rig.post(_chat("choices", n=3))
+    _, events = rig.stream(_chat("choices", n=3, stream_options={"include_usage": True}))
+
+    assert_valid("CreateChatCompletionResponse", whole.json())
+    texts = [c["message"]["content"] for c in whole.json()["choices"]]
+    assert texts == ["c0 c0 ", "c1 c1 ", "c2 c2 "]
+    assert whole.json()["usage"]["prompt_tokens"] == 7
+    assert whole.json()["usage"]["completion_tokens"] == 6
+    streamed: dict[int, str] = {}
+    for event in events[:-2]:
+        for choice in json.loads(event)["choices"]:
+            streamed[choice["index"]] = streamed.get(choice["index"], "") + (
+                choice["delta"].get("content") or ""
+            )
+    assert streamed == {0: "c0 c0 ", 1: "c1 c1 ", 2: "c2 c2 "}
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 6
+
+
+def test_a_client_that_leaves_while_queued_frees_its_place_and_logs_its_row(rig: Rig) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(rig.post, _chat("slow 3"))
+        _wait_until(lambda: rig.outstanding() == (1, 0), "the node busy")
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                rig.gateway.api_url + "/chat/completions",
+                headers={**rig.gateway.auth(), "x-client-tag": "queued"},
+                json=_chat("slow 0"),
+                timeout=httpx.Timeout(60, read=1.0),
+            )
+        _wait_until(lambda: rig.outstanding() == (1, 0), "the queued request gone")
+        assert holder.result().status_code == 200
+    _wait_until(lambda: rig.outstanding() == (0, 0), "the node idle")
+    assert _disconnected_rows(rig.gateway.database) >= 1
+
+
+def _disconnected_rows(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        (count,) = db.execute(
+            "SELECT COUNT(*) FROM openai_api_requestlog WHERE client_disconnected AND status_code = 499"
+        ).fetchone()
+    return int(count)
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+RESPONSE_TOOLS = [
+    {"type": "function", "name": t["function"]["name"], "parameters": {"type": "object"}} for t in TOOLS
+]
+
+
+def test_responses_on_a_node_show_its_parallel_calls_and_its_token_counts(rig: Rig) -> None:
+    body = {"model": REMOTE, "input": "parallel", "tools": RESPONSE_TOOLS, "store": False}
+    whole = httpx.post(rig.gateway.api_url + "/responses", headers=rig.gateway.auth(), json=body, timeout=60)
+    with (
+        httpx.Client(base_url=rig.gateway.api_url, headers=rig.gateway.auth(), timeout=60) as http,
+        http.stream("POST", "/responses", json={**body, "stream": True}) as response,
+    ):
+        events = named_sse_events(response.iter_lines())
+
+    assert_responses_valid("Response", whole.json())
+    calls = [(i["name"], i["arguments"]) for i in whole.json()["output"]]
+    assert calls == [("get_weather", '{"city":"Paris"}'), ("get_time", "{}")]
+    for event in events:
+        assert_event_valid(event)
+    final = events[-1]["response"]
+    assert [(i["name"], i["arguments"]) for i in final["output"]] == calls
+    for answer in (whole.json(), final):
+        assert answer["usage"]["input_tokens"] == 7
+        assert answer["usage"]["output_tokens"] == 5
+    row = wait_for_log_row(rig.gateway.database, whole.json()["id"], "prompt_tokens, completion_tokens")
+    assert row == (7, 5)
