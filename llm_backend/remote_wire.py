@@ -88,6 +88,8 @@ def upstream_request(request: BackendRequest, model: str) -> tuple[str, dict[str
                 if request.forced_tool
                 else request.tool_choice
             )
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
         constraint = request.sampling.constraint
         if constraint is not None:
             body["response_format"] = (

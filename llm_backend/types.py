@@ -104,7 +104,9 @@ class BackendRequest:
     ``prompts`` holds one conversation (chat) or one or more prompts (completions); each runs
     ``n`` choices, choice j seeded ``sampling.seed + j``. ``echo`` asks for each prompt's text
     back (``handle.echoes``); ``suffix`` makes each text prompt a fill-in-the-middle prefix.
-    ``tools`` and ``tool_choice`` (or the one function ``forced_tool``) offer function calls;
+    ``tools`` and ``tool_choice`` (or the one function ``forced_tool``) offer function calls
+    (``parallel_tool_calls``: the client's word on several calls in one reply, None unset; a
+    backend whose replies make one call at most satisfies either);
     ``sampling.constraint`` carries the response format. ``max_prompt_tokens`` and
     ``max_scored_tokens`` are the server's caps (None: none), refused as InvalidRequest.
     ``affinity`` (the client's ``prompt_cache_key`` or ``user``) lets a backend with several
@@ -123,6 +125,7 @@ class BackendRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = "none"
     forced_tool: str | None = None
+    parallel_tool_calls: bool | None = None
     max_prompt_tokens: int | None = None
     max_scored_tokens: int | None = None
     affinity: str | None = None

@@ -68,6 +68,7 @@ def chat_backend_request(body: ChatCompletionRequest, request_id: str) -> Backen
         tools=tools,
         tool_choice="none" if mode == "none" else ("required" if mode in ("required", "named") else "auto"),
         forced_tool=forced,
+        parallel_tool_calls=body.parallel_tool_calls,
         affinity=body.prompt_cache_key or body.user,
         sampling_set=_sampling_set(body),
         max_prompt_tokens=settings.API_MAX_PROMPT_TOKENS or None,

@@ -106,6 +106,7 @@ async def responses_create(request: HttpRequest, record: RequestRecord, api_key:
         tools=tools.specs,
         tool_choice=tools.choice,
         forced_tool=tools.forced,
+        parallel_tool_calls=body.parallel_tool_calls,
         max_prompt_tokens=settings.API_MAX_PROMPT_TOKENS or None,
         max_scored_tokens=settings.API_MAX_SCORED_TOKENS,
     )

@@ -435,3 +435,20 @@ def test_responses_on_a_node_show_its_parallel_calls_and_its_token_counts(rig: R
         assert answer["usage"]["output_tokens"] == 5
     row = wait_for_log_row(rig.gateway.database, whole.json()["id"], "prompt_tokens, completion_tokens")
     assert row == (7, 5)
+
+
+def test_parallel_tool_calls_false_reaches_the_node(rig: Rig) -> None:
+    rig.post(_chat("parallel", tools=TOOLS, parallel_tool_calls=False))
+    chat_body = rig.node.requests[-1]
+    httpx.post(
+        rig.gateway.api_url + "/responses",
+        headers=rig.gateway.auth(),
+        json={"model": REMOTE, "input": "parallel", "tools": RESPONSE_TOOLS, "parallel_tool_calls": False},
+        timeout=60,
+    )
+    responses_body = rig.node.requests[-1]
+    rig.post(_chat("parallel", tools=TOOLS))
+
+    assert chat_body["parallel_tool_calls"] is False
+    assert responses_body["parallel_tool_calls"] is False
+    assert "parallel_tool_calls" not in rig.node.requests[-1]  # unset: the node's default
