@@ -452,3 +452,26 @@ def test_parallel_tool_calls_false_reaches_the_node(rig: Rig) -> None:
     assert chat_body["parallel_tool_calls"] is False
     assert responses_body["parallel_tool_calls"] is False
     assert "parallel_tool_calls" not in rig.node.requests[-1]  # unset: the node's default
+
+
+def test_a_node_cut_short_fails_a_response_in_openai_shape(rig: Rig) -> None:
+    body = {"model": REMOTE, "input": "nodone"}
+    whole = httpx.post(rig.gateway.api_url + "/responses", headers=rig.gateway.auth(), json=body, timeout=60)
+    with (
+        httpx.Client(base_url=rig.gateway.api_url, headers=rig.gateway.auth(), timeout=60) as http,
+        http.stream("POST", "/responses", json={**body, "stream": True}) as response,
+    ):
+        events = named_sse_events(response.iter_lines())
+
+    assert whole.status_code == 502
+    assert_responses_valid("ErrorResponse", whole.json())
+    for event in events:
+        assert_event_valid(event)
+    assert events[-1]["type"] == "response.failed"
+    stored = httpx.get(
+        f"{rig.gateway.api_url}/responses/{events[-1]['response']['id']}",
+        headers=rig.gateway.auth(),
+        timeout=30,
+    )
+    assert stored.json()["status"] == "failed"
+    assert rig.outstanding() == (0, 0)
