@@ -131,8 +131,11 @@ class RemoteHandle(GenerationHandle):
                     )
                     node = await pool.acquire(affinity_text(self._request), exclude=tried)
                     continue
+                except (UpstreamError, UpstreamTimeout):
+                    pool.release(node, ok=False)  # the node broke off or went quiet mid-answer
+                    raise
                 except BaseException:
-                    pool.release(node, ok=None)
+                    pool.release(node, ok=None)  # the client left, or the node refused the request
                     raise
                 pool.release(node, ok=True, first_event_ms=first_ms)
                 return
@@ -167,7 +170,7 @@ class RemoteHandle(GenerationHandle):
                     async for chunk in self._chunks(response):
                         events = reader.read(chunk)
                         for index, event in events:
-                            if index < len(self._queues):
+                            if 0 <= index < len(self._queues):
                                 self._queues[index].put_nowait(event)
                         if events and not delivered:
                             delivered = True
