@@ -2,10 +2,10 @@
 JSON Schemas (large bounds, odd patterns, references) as response formats and tool parameters.
 
 Every answer is a 2xx or an OpenAI-shaped 4xx (never a 5xx, a hang or a stream without
-``[DONE]``). Bounded and deterministic: fixed examples per test (hypothesis derandomized),
-and servers whose API_MAX_TOKENS keeps each generation to 2 tokens. Bodies and bytes are the
-HTTP layer's to judge and go to the scripted model; schemas become llama.cpp grammars, so they
-go to the real one.
+``[DONE]``). Bounded and deterministic: fixed examples per test (hypothesis derandomized).
+Bodies and bytes are the HTTP layer's to judge and go to the session's scripted model (whose
+replies are instant); schemas become llama.cpp grammars, so they go to the real model, on a
+server whose API_MAX_TOKENS keeps each generation to 2 tokens.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from tests.support import (
     SCRIPTED_MODEL,
     assert_valid,
     sse_events,
-    start_scripted_server,
     start_server,
     stop_server,
 )
@@ -102,15 +101,6 @@ completion_bodies = st.fixed_dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """The scripted model, for what the HTTP layer decides."""
-    server = start_scripted_server(tmp_path_factory.mktemp("fuzz"), env={"API_MAX_TOKENS": "2"})
-    with httpx.Client(base_url=server.api_url, headers=server.auth(), timeout=60) as http:
-        yield http
-    stop_server(server)
-
-
-@pytest.fixture(scope="module")
 def grammar_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """The real model, whose JSON schemas become grammars."""
     server = start_server(tmp_path_factory.mktemp("fuzz-grammar"), env={"API_MAX_TOKENS": "2"})
@@ -138,21 +128,21 @@ def _check(http: httpx.Client, path: str, content: bytes) -> None:
 
 @FUZZ
 @given(body=chat_bodies)
-def test_chat_answers_any_json_body_properly(fuzz_http: httpx.Client, body: dict[str, Any]) -> None:
-    _check(fuzz_http, "/chat/completions", json.dumps(body).encode())
+def test_chat_answers_any_json_body_properly(scripted_http: httpx.Client, body: dict[str, Any]) -> None:
+    _check(scripted_http, "/chat/completions", json.dumps(body).encode())
 
 
 @FUZZ
 @given(body=completion_bodies)
-def test_completions_answer_any_json_body_properly(fuzz_http: httpx.Client, body: dict[str, Any]) -> None:
-    _check(fuzz_http, "/completions", json.dumps(body).encode())
+def test_completions_answer_any_json_body_properly(scripted_http: httpx.Client, body: dict[str, Any]) -> None:
+    _check(scripted_http, "/completions", json.dumps(body).encode())
 
 
 @FUZZ
 @given(raw=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
-def test_any_bytes_get_a_proper_answer(fuzz_http: httpx.Client, raw: bytes) -> None:
+def test_any_bytes_get_a_proper_answer(scripted_http: httpx.Client, raw: bytes) -> None:
     for path in ("/chat/completions", "/completions"):
-        _check(fuzz_http, path, raw)
+        _check(scripted_http, path, raw)
 
 
 odd_patterns = st.sampled_from(
