@@ -42,7 +42,6 @@ def test_a_response_end_to_end(server: Server, client: openai.OpenAI) -> None:
     # Each answer is whole in itself; the two are separate greedy generations, which CI once saw
     # differ in their last tokens when they ran in different cache slots (noted for issue 16).
     assert deltas == last.response.output_text  # type: ignore[union-attr]
-    assert last.response.usage.output_tokens == whole.usage.output_tokens  # type: ignore[union-attr]
     streamed_id = last.response.id  # type: ignore[union-attr]
     raw = httpx.get(f"{server.api_url}/responses/{streamed_id}", headers=server.auth(), timeout=30).json()
     assert_responses_valid("Response", raw)
