@@ -113,13 +113,24 @@ def _wait_ready(base_url: str, api_key: str, process: subprocess.Popen[bytes]) -
 @contextmanager
 def ours(port: int, slots: int, prefix_block: int, workdir: Path) -> Iterator[Running]:
     env = {
-        **os.environ,
-        "SECRET_KEY": "bench-only-secret-key",
-        "VAR_DIR": str(workdir),
         "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
         "LLM_SLOTS": str(slots),
         "LLM_PREFIX_BLOCK": str(prefix_block),
+    }
+    with serve_this_server("ours", port, env, workdir) as running:
+        yield running
+
+
+@contextmanager
+def serve_this_server(name: str, port: int, env: dict[str, str], workdir: Path) -> Iterator[Running]:
+    """This server under uvicorn (one worker) on ``port``, its database in ``workdir``, with
+    ``env`` added to the environment; a new API key made for the benchmark."""
+    env = {
+        **os.environ,
+        "SECRET_KEY": "bench-only-secret-key",
+        "VAR_DIR": str(workdir),
         "LOG_LEVEL": "WARNING",
+        **env,
     }
     python = str(ROOT / ".venv" / "bin" / "python")
     subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -136,11 +147,11 @@ def ours(port: int, slots: int, prefix_block: int, workdir: Path) -> Iterator[Ru
         str(port),
         "--no-access-log",
     ]
-    log = (workdir / "ours.log").open("wb")
+    log = (workdir / f"{name}.log").open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_ready(f"http://127.0.0.1:{port}/v1", key, process)
-        yield Running("ours", f"http://127.0.0.1:{port}/v1", key, process)
+        yield Running(name, f"http://127.0.0.1:{port}/v1", key, process)
     finally:
         process.terminate()
         process.wait(30)

@@ -16,15 +16,13 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.compare import MODEL_NAME, ROOT, Running, _wait_ready, ours
+from bench.compare import MODEL_NAME, Running, ours, serve_this_server
 from bench.load import HEADER, LevelResult, run_level
 
 logger = logging.getLogger("bench.gateway")
@@ -43,38 +41,9 @@ def gateway(port: int, node: Running, workdir: Path) -> Iterator[Running]:
     models.write_text("[[models]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))
     var = workdir / "gateway"
     var.mkdir()
-    env = {
-        **os.environ,
-        "SECRET_KEY": "bench-only-secret-key",
-        "VAR_DIR": str(var),
-        "LLM_MODELS_FILE": str(models),
-        "NODE_API_KEY": node.api_key,
-        "LOG_LEVEL": "WARNING",
-    }
-    python = str(ROOT / ".venv" / "bin" / "python")
-    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    created = subprocess.run(
-        [python, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
-    key = created.stdout.decode().strip().splitlines()[-1]
-    command = [
-        python,
-        "-m",
-        "uvicorn",
-        "inference_site.asgi:application",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=(var / "gateway.log").open("wb"), stderr=subprocess.STDOUT
-    )
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/v1", key, process)
-        yield Running("gateway", f"http://127.0.0.1:{port}/v1", key, process)
-    finally:
-        process.terminate()
-        process.wait(30)
+    env = {"LLM_MODELS_FILE": str(models), "NODE_API_KEY": node.api_key}
+    with serve_this_server("gateway", port, env, var) as running:
+        yield running
 
 
 def main() -> int:

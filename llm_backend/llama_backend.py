@@ -162,15 +162,15 @@ class LlamaBackend(ModelBackend):
             sampling = replace(sampling, constraint=JsonConstraint(schema=schema, param="tools"))
         elif request.tools and request.tool_choice == "auto":
             call_mode = "auto"
-        echoes = await asyncio.to_thread(self._echoes, engine, request, prompts)
+        echoes = (
+            await asyncio.to_thread(self._echoes, engine, prompts) if request.echo else ("",) * len(prompts)
+        )
         if request.suffix:
             prompts = [self._infill(engine, prompt, request.suffix) for prompt in prompts]
-        prepared: list[PreparedPrompt] = []
-        for choice in choice_requests(replace(request, sampling=sampling), prompts)[::per_prompt]:
-            prepared.append(await scheduler.prepare(choice))
+        choices = choice_requests(replace(request, sampling=sampling), prompts)
+        prepared = [await scheduler.prepare(choice) for choice in choices[::per_prompt]]
         lengths = [len(p.tokens) for p in prepared]
         check_caps(request, lengths)
-        choices = choice_requests(replace(request, sampling=sampling), prompts)
         items = [(choice, prepared[i // per_prompt]) for i, choice in enumerate(choices)]
         budget = sum(
             len(p.tokens) + context_budget(engine.n_ctx, len(p.tokens), sampling.max_tokens) for _, p in items
@@ -194,9 +194,8 @@ class LlamaBackend(ModelBackend):
         return self._scheduler, self._engine
 
     @staticmethod
-    def _echoes(engine: LlamaEngine, request: BackendRequest, prompts: list[Prompt]) -> tuple[str, ...]:
-        if not request.echo:
-            return tuple("" for _ in prompts)
+    def _echoes(engine: LlamaEngine, prompts: list[Prompt]) -> tuple[str, ...]:
+        """Each prompt's text, token-id prompts detokenized (for ``echo``)."""
         return tuple(
             prompt if isinstance(prompt, str) else engine.detokenize(cast(tuple[int, ...], prompt))
             for prompt in prompts

@@ -8,12 +8,12 @@ Pure configuration: the backend lives in :mod:`llm_backend.remote`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .specs import SpecError
+from .specs import SpecError, require_known_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,7 @@ def remote_spec_from_mapping(
     entry: dict[str, Any], *, where: str, base_dir: Path | None = None
 ) -> RemoteSpec:
     """Validate one ``[[models]]`` entry of kind ``remote``; SpecError names the key."""
-    known = {f.name for f in fields(RemoteSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise SpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
-        )
+    require_known_keys(entry, RemoteSpec, where=where)
     if not isinstance(entry.get("name"), str) or not entry["name"]:
         raise SpecError(f"{where}: 'name' is required.")
     upstreams = entry.get("upstreams")

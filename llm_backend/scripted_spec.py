@@ -7,11 +7,11 @@ this server without a GGUF file. Its entries are pure configuration; the backend
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .specs import SpecError
+from .specs import SpecError, require_known_keys
 
 FAULTS = ("fail_before_first_token", "fail_after", "hang")
 
@@ -47,12 +47,7 @@ def scripted_spec_from_mapping(
     entry: dict[str, Any], *, where: str, base_dir: Path | None = None
 ) -> ScriptedSpec:
     """Validate one ``[[models]]`` entry of kind ``scripted``; SpecError names the key."""
-    known = {f.name for f in fields(ScriptedSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise SpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
-        )
+    require_known_keys(entry, ScriptedSpec, where=where)
     if not isinstance(entry.get("name"), str) or not entry["name"]:
         raise SpecError(f"{where}: 'name' is required.")
     for key, value in entry.items():

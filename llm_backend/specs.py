@@ -46,6 +46,16 @@ class ModelSpec:
     owned_by: str = "self-hosted"
 
 
+def require_known_keys(entry: dict[str, Any], spec_class: type[Any], *, where: str) -> None:
+    """SpecError naming ``entry``'s keys that are not fields of the dataclass ``spec_class``."""
+    known = {f.name for f in fields(spec_class)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
+        )
+
+
 def default_spec() -> ModelSpec:
     return ModelSpec(name=DEFAULT_MODEL_NAME, path=BUILTIN_GEMMA, chat_format="gemma")
 
@@ -69,12 +79,7 @@ def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | Non
             entry["chat_template"] = template_path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError(f"{where}: cannot read chat_template_file {template_path}: {exc}") from exc
-    known = {f.name for f in fields(ModelSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise SpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}."
-        )
+    require_known_keys(entry, ModelSpec, where=where)
     for key in ("name", "path"):
         if not entry.get(key):
             raise SpecError(f"{where}: '{key}' is required.")

@@ -210,16 +210,15 @@ def response_body(
     choices: Sequence[ChatChoice] | Sequence[CompletionChoice],
     usage: Usage,
 ) -> BodyT:
-    """The whole (non-streamed) response of either endpoint, with its usage."""
-    body = kind.model_validate(
-        {
-            "id": meta.id,
-            "object": _OBJECT[kind.__name__],
-            "created": meta.created,
-            "model": meta.model,
-            "choices": list(choices),
-            "usage": usage_out(usage),
-        }
+    """The whole (non-streamed) response of either endpoint, with its usage. Built without
+    re-validating (every value is already typed), as it runs once a token when streaming."""
+    body = kind.model_construct(
+        id=meta.id,
+        object=_OBJECT[kind.__name__],
+        created=meta.created,
+        model=meta.model,
+        choices=list(choices),
+        usage=usage_out(usage),
     )
     if meta.service_tier is not None and isinstance(body, ChatCompletion):
         body.service_tier = meta.service_tier
@@ -236,14 +235,12 @@ def stream_chunk(
 ) -> ChunkT:
     """One streamed chunk of either endpoint: ``usage`` is null on every chunk but the last
     when the client asked for it (``include_usage``), and absent otherwise, as OpenAI sends."""
-    chunk = kind.model_validate(
-        {
-            "id": meta.id,
-            "object": _OBJECT[kind.__name__],
-            "created": meta.created,
-            "model": meta.model,
-            "choices": list(choices),
-        }
+    chunk = kind.model_construct(
+        id=meta.id,
+        object=_OBJECT[kind.__name__],
+        created=meta.created,
+        model=meta.model,
+        choices=list(choices),
     )
     if include_usage:
         chunk.usage = usage_out(usage) if usage is not None else None

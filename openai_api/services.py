@@ -170,7 +170,6 @@ class UsageMeter:
             record.add_completion_text(event.text if isinstance(event, TextDelta) else event.arguments)
         else:
             record.completion_tokens += event.usage.completion_tokens - self.counted.get(index, 0)
-            self.counted[index] = event.usage.completion_tokens
             if index % self.choices_per_prompt == 0:
                 record.cached_tokens += event.usage.cached_tokens
             record.finish_reason = event.finish_reason
