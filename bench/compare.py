@@ -11,6 +11,15 @@
    with ``--repeats N`` N runs each, alternating which goes first, pooled).
 3. Tables for both, the ratios ours/theirs, and each server's resident memory (peak and after).
 
+With ``--serving RATES`` it runs bench/serving.py's open-loop sweep instead of the in-process ceiling
+and the closed-loop levels: both servers as in step 2, and at each arrival rate the same seeded chat
+workload against ours and then theirs (who goes first alternates by rate, ``--serving-gap``
+idle seconds before every run); then both tables and the ratios, with the highest rate at
+which each kept 90 % of requests within the SLO:
+
+    .venv/bin/python -m bench.compare --serving 0.3,0.6,0.9,1.2 --serving-requests 60 \
+        [--serving-seed 0] [--slo-ttft 2] [--slo-tpot 0.1] [--serving-json var/serving.json]
+
 The anchor binary comes from ``--llama-server`` or bench/llama_server.sh (builds it once).
 Progress goes to the log on stderr; the tables to stdout.
 """
@@ -26,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +44,24 @@ from typing import Any
 import httpx
 
 from bench.load import HEADER, LevelResult, run_level
+from bench.serving import (
+    ChatRequest,
+    Summary,
+    Sweep,
+    Target,
+    add_sweep_arguments,
+    header,
+    highest_rate_within,
+    measure,
+    run_record,
+    sweep_from,
+    table,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "gemma-3-270m"
+SLOT_CTX = 4096  # tokens of context per slot, on both servers
 logger = logging.getLogger("bench.compare")
 
 
@@ -115,6 +139,7 @@ def ours(port: int, slots: int, prefix_block: int, workdir: Path) -> Iterator[Ru
     env = {
         "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
         "LLM_SLOTS": str(slots),
+        "LLM_N_CTX": str(SLOT_CTX),
         "LLM_PREFIX_BLOCK": str(prefix_block),
     }
     with serve_this_server("ours", port, env, workdir) as running:
@@ -164,8 +189,12 @@ def llama_server(binary: str, model: Path, port: int, slots: int, workdir: Path)
         "--model", str(model),
         "--port", str(port),
         "--parallel", str(slots),
-        "--ctx-size", str(4096 * slots),
+        "--ctx-size", str(SLOT_CTX * slots),
         "--threads", str(os.cpu_count()),
+        # Jinja is on by default, and under it "gemma" is a template of that one word: every
+        # chat's prompt would be the text "gemma". --no-jinja picks llama.cpp's built-in Gemma
+        # template, which puts the system prompt before the first user turn as ours does.
+        "--no-jinja",
         "--chat-template", "gemma",
         "--no-webui",
     ]  # fmt: skip
@@ -201,6 +230,116 @@ def _ratio_rows(levels: list[int], mine: list[LevelResult], theirs: list[LevelRe
     return rows
 
 
+@contextmanager
+def both_servers(args: argparse.Namespace, model: Path, binary: str) -> Iterator[tuple[Running, Running]]:
+    """Ours and llama-server, each with ``--slots`` slots of ``SLOT_CTX`` tokens and warmed up
+    by one short request, so no measured run pays for a first request."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ours(18431, args.slots, args.prefix_block, Path(tmp)) as a,
+        llama_server(binary, model, 18432, args.slots, Path(tmp)) as b,
+    ):
+        for server in (a, b):
+            asyncio.run(run_level(server.base_url, server.api_key, MODEL_NAME, 1, 1, 16))
+        yield a, b
+
+
+def check_context(model: Path, requests: Sequence[ChatRequest], n_ctx: int) -> int:
+    """The most tokens any request needs (its prompt in Gemma's chat format plus ``max_tokens``),
+    counted with the model's own tokenizer; SystemExit if that exceeds ``n_ctx``."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    most = 0
+    for request in requests:
+        text = "".join(
+            f"<start_of_turn>{role}\n{content}<end_of_turn>\n" for role, content in request.messages
+        )
+        prompt = vocab.tokenize(f"{text}<start_of_turn>model\n".encode(), add_bos=True, special=True)
+        most = max(most, len(prompt) + request.max_tokens)
+    vocab.close()
+    if most > n_ctx:
+        raise SystemExit(f"a request needs {most} tokens of context; a slot has {n_ctx}")
+    logger.info("the longest request needs %d of a slot's %d tokens of context", most, n_ctx)
+    return most
+
+
+def _serving_ratio_rows(mine: Sequence[Summary], theirs: Sequence[Summary]) -> list[str]:
+    """A Markdown table of ours against theirs, one row a rate."""
+    rows = [
+        "| rate | tok/s ours/theirs | within SLO ours / theirs | goodput req/s ours / theirs "
+        "| TTFT p50 ours / theirs | TPOT p50 ours / theirs |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for a, b in zip(mine, theirs, strict=True):
+        rows.append(
+            f"| {a.rate:g} | {a.output_tokens_per_second / max(b.output_tokens_per_second, 1e-9):.2f} "
+            f"| {a.goodput_fraction * 100:.0f} % / {b.goodput_fraction * 100:.0f} % "
+            f"| {a.goodput_rate:.2f} / {b.goodput_rate:.2f} | {a.ttft[50]:.2f} / {b.ttft[50]:.2f} s "
+            f"| {a.tpot[50] * 1000:.0f} / {b.tpot[50] * 1000:.0f} ms |"
+        )
+    return rows
+
+
+def _highest_rates(results: dict[str, list[Summary]]) -> str:
+    """Each server's highest rate with >= 90 % of requests within the SLO, and their ratio."""
+    best = {name: highest_rate_within(summaries) for name, summaries in results.items()}
+    words = [f"{name} {'none' if rate is None else f'{rate:g} req/s'}" for name, rate in best.items()]
+    mine, theirs = best["ours"], best["llama-server"]
+    ratio = f" (ours/theirs {mine / theirs:.2f})" if mine is not None and theirs is not None else ""
+    return f"highest rate with >= 90 % within SLO: {', '.join(words)}{ratio}"
+
+
+def _check_same_prompts(results: dict[str, list[Summary]]) -> None:
+    """Warn where the servers counted different prompt tokens for the same requests (a chat
+    template that differs, or drops the system prompt)."""
+    for a, b in zip(results["ours"], results["llama-server"], strict=True):
+        if abs(a.mean_prompt_tokens - b.mean_prompt_tokens) > 0.02 * a.mean_prompt_tokens:
+            logger.warning(
+                "at %g req/s ours counted %.0f prompt tokens a request, llama-server %.0f",
+                a.rate,
+                a.mean_prompt_tokens,
+                b.mean_prompt_tokens,
+            )
+
+
+def serving_sweep(args: argparse.Namespace, model: Path, binary: str) -> int:
+    """The open-loop sweep of bench/serving.py against both servers, interleaved by rate."""
+    sweep: Sweep = sweep_from(args, args.serving, prefix="serving-")
+    longest = max((sweep.plan(rate)[0] for rate in sweep.rates), key=len)
+    check_context(model, longest, SLOT_CTX)
+    results: dict[str, list[Summary]] = {"ours": [], "llama-server": []}
+    runs = []
+    memory: dict[str, tuple[float, float]] = {}
+    with both_servers(args, model, binary) as (a, b):
+        targets = [Target(s.name, s.base_url, s.api_key, MODEL_NAME) for s in (a, b)]
+        for number, rate in enumerate(sweep.rates):
+            for target in targets if number % 2 == 0 else targets[::-1]:
+                time.sleep(sweep.gap)
+                summary, records = measure(target, sweep, rate)
+                results[target.name].append(summary)
+                runs.append(run_record(target, summary, records))
+        for server in (a, b):
+            memory[server.name] = _memory_mb(server.process.pid)
+    if args.serving_json:
+        write_json(args.serving_json, sweep, runs)
+
+    out = [f"\n{header(sweep, MODEL_NAME)} slots={args.slots} prefix_block={args.prefix_block}"]
+    for name, summaries in results.items():
+        rss, peak = memory[name]
+        out += [f"\n{name}  (resident {rss:.0f} MB, peak {peak:.0f} MB)", *table(summaries, sweep.slo)]
+        errors = Counter[str]()
+        for summary in summaries:
+            errors.update(summary.error_kinds)
+        if errors:
+            out.append(f"errors: {dict(errors)}")
+    _check_same_prompts(results)
+    out += ["\nratios", *_serving_ratio_rows(results["ours"], results["llama-server"])]
+    out.append("\n" + _highest_rates(results))
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -215,24 +354,25 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--ceiling-runs", type=int, default=3)
     parser.add_argument("--llama-server", help="path of the llama-server binary (default: build it)")
+    parser.add_argument(
+        "--serving", metavar="RATES", help="run bench/serving.py's open-loop sweep at these arrival rates"
+    )
+    add_sweep_arguments(parser, prefix="serving-")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line a request
     levels = [int(c) for c in args.concurrency.split(",")]
     model = _model_path()
     binary = _anchor_binary(args.llama_server)
+    if args.serving:
+        return serving_sweep(args, model, binary)
 
     logger.info("in-process ceiling: %d runs of %d tokens ...", args.ceiling_runs, args.max_tokens)
     ceiling, ceiling_first = in_process_ceiling(model, args.max_tokens, args.ceiling_runs)
 
     results: dict[str, list[LevelResult]] = {"ours": [], "llama-server": []}
     memory: dict[str, tuple[float, float]] = {}
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        ours(18431, args.slots, args.prefix_block, Path(tmp)) as a,
-        llama_server(binary, model, 18432, args.slots, Path(tmp)) as b,
-    ):
-        for server in (a, b):  # one warm-up request each
-            asyncio.run(run_level(server.base_url, server.api_key, MODEL_NAME, 1, 1, 16))
+    with both_servers(args, model, binary) as (a, b):
         for level in levels:
             runs: dict[str, list[LevelResult]] = {a.name: [], b.name: []}
             for repeat in range(args.repeats):
