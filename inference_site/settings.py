@@ -211,6 +211,7 @@ try:
             "max_queue": env.integer("LLM_MAX_QUEUE"),
             "queue_timeout": env.seconds("LLM_QUEUE_TIMEOUT"),
             "prefix_block": env.integer("LLM_PREFIX_BLOCK"),
+            "step_tokens": env.integer("LLM_STEP_TOKENS"),
         },
     )
 except SpecError as exc:

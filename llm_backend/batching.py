@@ -1,10 +1,14 @@
-"""One model's decoding context: many sequences in one KV cache, advanced by one decode per step.
+"""One model's decoding context: many sequences, each in its own KV stream, advanced by one
+decode per step.
 
 With :mod:`llm_backend.engine` it is one of the two modules that import ``llama_cpp``. A
 :class:`BatchContext` belongs to one scheduler thread and is not thread-safe. Sequence ids are
-the slot numbers ``0..slots-1``; the KV cache is unified (one pool of ``slots * n_ctx`` cells
-shared by all sequences), so copying a prefix from one sequence to another shares its cells
-instead of copying them.
+the slot numbers ``0..slots-1``. The KV cache is not unified: each sequence has its own
+``n_ctx`` cells (as llama-server keeps them), so a sequence's cells always sit at the same
+places whatever the other slots hold, and attention reads only its own cells. In one shared
+pool the cells of sequences decoding side by side interleave, which changes how attention
+sums and made a prefix cached while other streams ran differ from a cold run's. Copying a
+prefix to another sequence copies its stream (llama.cpp copies whole streams) and cuts it.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class BatchContext:
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = slots
-        params.kv_unified = True
+        params.kv_unified = False
         params.swa_full = False
         params.n_threads = threads
         params.n_threads_batch = threads
@@ -96,8 +100,9 @@ class BatchContext:
     def copy_prefix(self, source: int, target: int, length: int) -> None:
         """Make ``target`` hold ``source``'s first ``length`` positions (``target`` is emptied first)."""
         self.clear(target)
-        if length > 0:
-            llama_c.llama_memory_seq_cp(self._memory, source, target, 0, length)
+        if length > 0:  # across streams llama.cpp copies a whole sequence: copy, then cut
+            llama_c.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+            llama_c.llama_memory_seq_rm(self._memory, target, length, -1)
 
     def prefix_usable(self, seq: int, length: int) -> bool:
         """Whether the KV ``seq`` holds still lets it continue at ``length``.

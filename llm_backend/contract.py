@@ -72,9 +72,10 @@ class ModelStats:
     """A model's live load, read as is by ``/v1/models``, ``/metrics`` and the stats log line.
 
     ``slots_total`` generations can run at once, ``slots_busy`` do, ``queue_depth`` wait;
-    ``generated_tokens`` and ``cached_prompt_tokens`` count since start; ``tokens_per_second``
-    is the recent generation rate (0 when idle). ``nodes`` describes each remote node of a
-    model served by several (empty for a model served here).
+    ``generated_tokens``, ``cached_prompt_tokens`` (prompt tokens found in the prefix cache)
+    and ``computed_prompt_tokens`` (prompt tokens the model had to read) count since start;
+    ``tokens_per_second`` is the recent generation rate (0 when idle). ``nodes`` describes
+    each remote node of a model served by several (empty for a model served here).
     """
 
     slots_total: int
@@ -83,7 +84,14 @@ class ModelStats:
     generated_tokens: int
     cached_prompt_tokens: int
     tokens_per_second: float
+    computed_prompt_tokens: int = 0
     nodes: tuple[NodeStats, ...] = ()
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        """The share of prompt tokens served from the prefix cache since start (0 before any)."""
+        total = self.cached_prompt_tokens + self.computed_prompt_tokens
+        return self.cached_prompt_tokens / total if total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as JSON-ready values (``nodes`` omitted when empty)."""
@@ -175,3 +183,29 @@ class ModelBackend(ABC):
     @abstractmethod
     def stop(self) -> None:
         """End running and waiting requests (EngineUnavailable) and free everything."""
+
+
+class StepObserver(Protocol):
+    """Receives every step and admission of every model as it happens (on the scheduler's
+    thread: it must be quick and must not raise)."""
+
+    def step(self, model: str, seconds: float, prompt_tokens: int, tokens: int) -> None:
+        """A step of ``tokens`` batch entries, ``prompt_tokens`` of them prompt, took ``seconds``."""
+
+    def admitted(self, model: str, waited: float) -> None:
+        """A request started after waiting ``waited`` seconds for a slot."""
+
+
+_observer: StepObserver | None = None
+
+
+def install_step_observer(observer: StepObserver | None) -> None:
+    """Report every local model's steps and admissions in this process to ``observer``
+    (None: stop reporting)."""
+    global _observer
+    _observer = observer
+
+
+def step_observer() -> StepObserver | None:
+    """The observer installed in this process, if any."""
+    return _observer

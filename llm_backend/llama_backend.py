@@ -110,6 +110,7 @@ class LlamaBackend(ModelBackend):
                 max_queue=spec.max_queue,
                 queue_timeout=spec.queue_timeout,
                 prefix_block=spec.prefix_block,
+                step_tokens=spec.step_tokens,
                 generation_factory=self._generation_factory,
             )
             self._engine = engine

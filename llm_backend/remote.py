@@ -47,6 +47,8 @@ DEFAULT_BUDGET_TOKENS = 1024
 """Completion tokens reserved per choice when the request sets no ``max_tokens``."""
 MAX_LINE = 8 << 20
 """The longest line of a node's event stream read (characters); a longer one is a failure."""
+DRAIN_LIMIT = 65536
+"""The most characters read after a node's ``[DONE]`` to keep its connection for reuse."""
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
@@ -201,11 +203,13 @@ class RemoteHandle(GenerationHandle):
         """The node's ``data:`` chunks up to ``[DONE]``; an error chunk, a line longer than
         :data:`MAX_LINE` characters or a body that ends before ``[DONE]`` (a whole JSON
         answer, a cut stream) raises UpstreamError."""
-        async for line in _lines(response):
+        lines = _lines(response)
+        async for line in lines:
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                await _drain(lines)
                 return
             try:
                 chunk = json.loads(data)
@@ -252,7 +256,18 @@ class RemoteHandle(GenerationHandle):
             queue.put_nowait(Finished(reason, Usage(self.prompt_tokens, tokens, cached if index == 0 else 0)))
             queue.put_nowait(END)
             self._backend.stats_counter.count_finished(tokens, 0.0)
-        self._backend.stats_counter.count_cached(cached)
+        self._backend.stats_counter.count_cached(cached, computed=max(0, self.prompt_tokens - cached))
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]`` (the body's end, normally nothing) so the connection goes
+    back to the pool for the next request; a node still sending after DRAIN_LIMIT characters
+    loses the connection instead."""
+    drained = 0
+    async for line in lines:
+        drained += len(line) + 1
+        if drained > DRAIN_LIMIT:
+            break
 
 
 async def _lines(response: httpx.Response) -> AsyncIterator[str]:
@@ -279,7 +294,7 @@ class RemoteBackend(ModelBackend):
     def __init__(self, spec: RemoteSpec, *, model_dir: Path | None = None) -> None:
         self.spec = spec
         self.pool = NodePool(spec)
-        self.stats_counter = SchedulerStats()
+        self.stats_counter = SchedulerStats(spec.name)
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._refusing = False
         self._started = time.time()

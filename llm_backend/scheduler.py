@@ -35,6 +35,7 @@ from .generation_stream import GenerationStream, Outbox
 from .prefix_cache import PrefixCache
 from .scheduler_stats import SchedulerStats, log_stats
 from .sequences import PREFILL_CHUNK, Generation
+from .step_planner import DEFAULT_STEP_TOKENS
 from .step_runner import GenerationFactory, StepRunner
 from .types import GenerationRequest
 from .waiting_queue import WaitingQueue
@@ -64,7 +65,9 @@ class Scheduler:
     """Runs one model's generations in ``slots`` batched sequences; at most ``max_queue`` wait,
     each at most ``queue_timeout`` seconds before it is answered 503 (EngineOverloaded).
 
-    Cached prompt prefixes are reused in multiples of ``prefix_block`` tokens (see
+    A step reads at most ``step_tokens`` prompt tokens while streams decode (see
+    :mod:`llm_backend.step_planner`). Cached prompt prefixes are reused in multiples of
+    ``prefix_block`` tokens (see
     :mod:`llm_backend.sequences`: the default keeps outputs independent of the cache) for
     requests that can be reproduced (greedy, or seeded); a random request reuses any prefix.
     """
@@ -77,6 +80,7 @@ class Scheduler:
         max_queue: int = 64,
         queue_timeout: float = 30.0,
         prefix_block: int = PREFILL_CHUNK,
+        step_tokens: int = DEFAULT_STEP_TOKENS,
         generation_factory: GenerationFactory = Generation,
     ) -> None:
         self.engine = engine
@@ -84,8 +88,10 @@ class Scheduler:
         self._context = BatchContext(engine, slots=slots)
         self._cache = PrefixCache(self._context, slots=slots, prefix_block=prefix_block)
         self._queue = WaitingQueue(self.name, slots=slots, max_queue=max_queue, timeout=queue_timeout)
-        self._stats = SchedulerStats()
-        self._runner = StepRunner(engine, self._context, self._cache, self._stats, generation_factory)
+        self._stats = SchedulerStats(self.name)
+        self._runner = StepRunner(
+            engine, self._context, self._cache, self._stats, generation_factory, step_tokens=step_tokens
+        )
         self._cond = threading.Condition()
         self._stopped = False
         self._draining = False

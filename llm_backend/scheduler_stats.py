@@ -4,6 +4,10 @@ The scheduler's thread writes these counters; any thread reads them (a read may 
 stale, never torn: each is one attribute). The rate counts sampled tokens over the last
 :data:`RATE_WINDOW` seconds and reads 0 once no step has run for that long. The mean request
 time is what ``Retry-After`` estimates from.
+
+Each step and each admission is also reported to the process's
+:class:`~llm_backend.contract.StepObserver`, if one is installed (the HTTP layer installs its
+Prometheus histograms).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import time
 from collections import deque
 
+from . import contract
 from .contract import ModelStats
 
 logger = logging.getLogger("llm_backend.scheduler")
@@ -21,31 +26,49 @@ RATE_WINDOW = 10.0
 
 
 class SchedulerStats:
-    """Counters of one scheduler since it started."""
+    """Counters of one scheduler (of the model ``name``) since it started."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self.generated_tokens = 0
         self.cached_prompt_tokens = 0
+        self.computed_prompt_tokens = 0
         self.mean_seconds = 1.0
         """A moving average of how long finished requests took, queue time included."""
         self._recent: deque[tuple[float, int]] = deque()
+        self._recent_sum = 0
         self._tokens_per_second = 0.0
         self._last_step_at = 0.0
         self._last_log = 0.0
 
-    def count_cached(self, tokens: int) -> None:
-        """``tokens`` prompt tokens were found in the prefix cache."""
+    def count_cached(self, tokens: int, *, computed: int = 0) -> None:
+        """``tokens`` prompt tokens were found in the prefix cache (and ``computed`` were not:
+        a remote node says both at the end; a local model counts what it computes by step)."""
         self.cached_prompt_tokens += tokens
+        self.computed_prompt_tokens += computed
 
-    def count_step(self, sampled: int) -> None:
-        """A step ran and sampled ``sampled`` tokens."""
+    def count_admitted(self, waited: float) -> None:
+        """A request took a slot after waiting ``waited`` seconds."""
+        observer = contract.step_observer()
+        if observer is not None:
+            observer.admitted(self.name, waited)
+
+    def count_step(
+        self, sampled: int, *, seconds: float | None = None, prompt_tokens: int = 0, tokens: int = 0
+    ) -> None:
+        """A step ran and sampled ``sampled`` tokens; a local model's step also says how long
+        its decode took, and how many batch entries (``prompt_tokens`` of them prompt) it had."""
+        self.computed_prompt_tokens += prompt_tokens
+        observer = contract.step_observer()
+        if seconds is not None and observer is not None:
+            observer.step(self.name, seconds, prompt_tokens, tokens)
         now = self._last_step_at = time.monotonic()
         recent = self._recent
         recent.append((now, sampled))
-        while recent and now - recent[0][0] > RATE_WINDOW:
-            recent.popleft()
-        span = max(now - recent[0][0], 1.0) if recent else RATE_WINDOW
-        self._tokens_per_second = sum(n for _, n in recent) / span
+        self._recent_sum += sampled
+        while now - recent[0][0] > RATE_WINDOW:
+            self._recent_sum -= recent.popleft()[1]
+        self._tokens_per_second = self._recent_sum / max(now - recent[0][0], 1.0)
 
     def count_finished(self, produced: int, seconds: float) -> None:
         """A request ended after generating ``produced`` tokens, ``seconds`` after it was queued."""
@@ -65,6 +88,7 @@ class SchedulerStats:
             queue_depth=queue_depth,
             generated_tokens=self.generated_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens,
+            computed_prompt_tokens=self.computed_prompt_tokens,
             tokens_per_second=self.tokens_per_second(),
         )
 

@@ -84,10 +84,11 @@ class Generation:
     def prefilling(self) -> bool:
         return self.fed < len(self.prompt)
 
-    def next_chunk(self) -> tuple[int, tuple[int, ...]]:
-        """``(start position, tokens)`` of the next prompt chunk, ending on a chunk boundary."""
+    def next_chunk(self, start: int | None = None) -> tuple[int, tuple[int, ...]]:
+        """``(start position, tokens)`` of the prompt chunk from ``start`` (default: the next
+        one not fed), ending on a chunk boundary or at the prompt's end."""
         size = SCORING_CHUNK if self.wants_prompt_logprobs else PREFILL_CHUNK
-        start = self.fed
+        start = self.fed if start is None else start
         end = min(len(self.prompt), (start // size + 1) * size)
         return start, self.prompt[start:end]
 

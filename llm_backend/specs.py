@@ -43,6 +43,7 @@ class ModelSpec:
     max_queue: int = 64
     queue_timeout: float = 30.0
     prefix_block: int = 64
+    step_tokens: int = 512
     owned_by: str = "self-hosted"
 
 
@@ -60,7 +61,7 @@ def default_spec() -> ModelSpec:
     return ModelSpec(name=DEFAULT_MODEL_NAME, path=BUILTIN_GEMMA, chat_format="gemma")
 
 
-_INT_KEYS = {"n_ctx", "n_batch", "n_threads", "slots", "max_queue", "prefix_block"}
+_INT_KEYS = {"n_ctx", "n_batch", "n_threads", "slots", "max_queue", "prefix_block", "step_tokens"}
 _NUMBER_KEYS = {"queue_timeout"}
 _STR_KEYS = {"name", "path", "kind", "chat_format", "chat_template", "owned_by"}
 

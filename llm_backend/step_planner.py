@@ -1,10 +1,18 @@
 """Which tokens join the next step: one ``llama_decode`` over every slot that has work.
 
 Every generating sequence decodes its next token. Sequences still reading their prompt (and
-not following another's) then add one chunk each, least recently used slot first, while there
-is room: the whole batch when nothing is generating, else at most
-:data:`PREFILL_TOKENS_WHILE_DECODING`, so running streams keep flowing while prompts are read.
-Chunks of prompts being scored (prompt logprobs) share :data:`SCORED_TOKENS_PER_STEP`.
+not following another's) then add prompt chunks, least recently used slot first, while there
+is room: the whole batch when nothing is generating, else the step's prompt budget
+(``step_tokens``, 512 by default): the running streams wait for every prompt token a step
+reads, so the budget bounds how long one step can hold them, and a larger one gives waiting
+requests their first token sooner (the total work is the same either way).
+
+Chunks sit at fixed positions (multiples of the chunk size). While streams decode, a sequence
+takes as many whole chunks as the budget leaves; with nothing decoding, each sequence reads one
+chunk a step, so a request that runs alone computes its prompt chunk by chunk, the same steps
+whether or not a cached prefix covered its first chunks (what the README's determinism
+promise rests on). Chunks of prompts being scored (prompt logprobs) share
+:data:`SCORED_TOKENS_PER_STEP`.
 
 Planning is pure: it reads the slots and changes nothing, so the same slots always give the
 same plan (and, by llama.cpp's numerics, the same batch shape and the same outputs).
@@ -19,10 +27,8 @@ from .batching import BatchEntry
 from .prefix_cache import Slot
 from .sequences import PREFILL_CHUNK, SCORING_CHUNK
 
-# At most this many prompt tokens join a step that also decodes running streams (four chunks,
-# or a dozen short prompts arriving together): a step's time grows with its tokens, about
-# 1.5 ms each here, and every running stream waits for it.
-PREFILL_TOKENS_WHILE_DECODING = 4 * PREFILL_CHUNK
+DEFAULT_STEP_TOKENS = 512
+"""Prompt tokens a step may read while streams decode, unless the model sets ``step_tokens``."""
 # Prompt tokens scored (echo with logprobs) per step, in all: each needs a row of logits of
 # the whole vocabulary (1 MB here) and a log-softmax over it, and the running streams wait.
 SCORED_TOKENS_PER_STEP = SCORING_CHUNK
@@ -40,29 +46,49 @@ class Planned:
     prefill: bool = False
 
 
-def plan_step(slots: Sequence[Slot], n_batch: int) -> tuple[list[BatchEntry], list[Planned]]:
-    """The entries of the next decode (at most ``n_batch``) and each slot's part of them."""
+def plan_step(
+    slots: Sequence[Slot], n_batch: int, step_tokens: int = DEFAULT_STEP_TOKENS
+) -> tuple[list[BatchEntry], list[Planned]]:
+    """The entries of the next decode (at most ``n_batch``) and each slot's part of them; at
+    most ``step_tokens`` prompt tokens (never less than one chunk) while streams decode.
+
+    Whole prompt chunks come first in the batch, then the ends of prompts and the decoded
+    tokens: llama.cpp computes a batch's rows in groups of four and the last few rows
+    another way, so whole chunks at the front are computed exactly as a chunk read alone is,
+    and a prefix cached while other streams ran holds what a cold run computes."""
+    decoding = [s for s in slots if s.generation is not None and s.generation.next_token is not None]
+    room = n_batch - len(decoding)
+    if decoding:  # streams are running: the budget bounds how long they wait for this step
+        room = min(room, max(step_tokens, PREFILL_CHUNK))
+    spans = _prompt_spans(slots, room, one_chunk_each=not decoding)
+    spans.sort(key=lambda span: span.count % PREFILL_CHUNK != 0)  # stable: whole chunks first
     entries: list[BatchEntry] = []
     plan: list[Planned] = []
-    _plan_decodes(slots, entries, plan)
-    room = n_batch - len(entries)
-    if entries:  # streams are running: let them keep flowing while prompts are read
-        room = min(room, PREFILL_TOKENS_WHILE_DECODING)
-    _plan_prompt_chunks(slots, room, entries, plan)
+    for span in spans:
+        generation = span.slot.generation
+        assert generation is not None
+        every = generation.wants_prompt_logprobs
+        end = span.start + span.count
+        last = end == len(generation.prompt)
+        span.first = len(entries)
+        plan.append(span)
+        entries.extend(
+            BatchEntry(token, span.start + i, span.slot.index, every or (last and i == span.count - 1))
+            for i, token in enumerate(generation.prompt[span.start : end])
+        )
+    for slot in decoding:
+        generation = slot.generation
+        assert generation is not None and generation.next_token is not None
+        plan.append(Planned(slot, first=len(entries)))
+        entries.append(BatchEntry(generation.next_token, len(slot.held), slot.index, True))
     return entries, plan
 
 
-def _plan_decodes(slots: Sequence[Slot], entries: list[BatchEntry], plan: list[Planned]) -> None:
-    for slot in slots:
-        generation = slot.generation
-        if generation is not None and generation.next_token is not None:
-            plan.append(Planned(slot, first=len(entries)))
-            entries.append(BatchEntry(generation.next_token, len(slot.held), slot.index, True))
-
-
-def _plan_prompt_chunks(
-    slots: Sequence[Slot], room: int, entries: list[BatchEntry], plan: list[Planned]
-) -> None:
+def _prompt_spans(slots: Sequence[Slot], room: int, *, one_chunk_each: bool) -> list[Planned]:
+    """The prompt parts of the next step, least recently used slot first, while ``room``
+    allows: one chunk per sequence when ``one_chunk_each`` (nothing decodes), else as many
+    whole chunks as fit. Their ``first`` is set when the batch is laid out."""
+    spans: list[Planned] = []
     scoring_room = SCORED_TOKENS_PER_STEP
     for slot in sorted(slots, key=lambda s: s.last_used):
         generation = slot.generation
@@ -76,10 +102,13 @@ def _plan_prompt_chunks(
             scoring_room -= len(chunk)
         if len(chunk) > room:
             break
-        last = start + len(chunk) == len(generation.prompt)
-        plan.append(Planned(slot, first=len(entries), start=start, count=len(chunk), prefill=True))
-        entries.extend(
-            BatchEntry(token, start + i, slot.index, every or (last and i == len(chunk) - 1))
-            for i, token in enumerate(chunk)
-        )
-        room -= len(chunk)
+        count = len(chunk)
+        if not every and not one_chunk_each:
+            while start + count < len(generation.prompt):
+                _, more = generation.next_chunk(start + count)
+                if count + len(more) > room:
+                    break
+                count += len(more)
+        spans.append(Planned(slot, first=0, start=start, count=count, prefill=True))
+        room -= count
+    return spans

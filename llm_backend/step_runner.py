@@ -45,8 +45,11 @@ class StepRunner:
         cache: PrefixCache,
         stats: SchedulerStats,
         generation_factory: GenerationFactory,
+        *,
+        step_tokens: int,
     ) -> None:
         self._engine = engine
+        self._step_tokens = step_tokens
         self._name = engine.spec.name
         self._context = context
         self._cache = cache
@@ -56,6 +59,7 @@ class StepRunner:
     def admit(self, job: Job, outbox: Outbox) -> None:
         """Place ``job`` in a free slot and start its generation there."""
         slot, cached = self._cache.place(job)
+        self._stats.count_admitted(time.monotonic() - job.queued_at)
         try:
             slot.generation = self._new_generation(
                 self._engine, job.prepared, job.request.sampling, cached=cached
@@ -69,9 +73,10 @@ class StepRunner:
 
     def step(self, outbox: Outbox) -> None:
         """Run one step, if any slot has work."""
-        entries, plan = plan_step(self._cache.slots, self._context.n_batch)
+        entries, plan = plan_step(self._cache.slots, self._context.n_batch, self._step_tokens)
         if not entries:
             return
+        started = time.perf_counter()
         try:
             self._context.decode(entries)
         except DecodeFailed:
@@ -79,7 +84,11 @@ class StepRunner:
             for planned in plan:
                 self._fail(planned.slot, outbox)
             return
-        self._stats.count_step(self._apply(plan, outbox))
+        sampled = self._apply(plan, outbox)
+        prompt_tokens = sum(p.count for p in plan if p.prefill)
+        self._stats.count_step(
+            sampled, seconds=time.perf_counter() - started, prompt_tokens=prompt_tokens, tokens=len(entries)
+        )
 
     def _apply(self, plan: list[Planned], outbox: Outbox) -> int:
         """Apply a decoded step to every slot in it; the tokens sampled."""

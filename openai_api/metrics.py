@@ -25,6 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from llm_backend.contract import install_step_observer as install_observer
 from llm_backend.registry import get_registry
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -50,6 +51,51 @@ TOKENS_PER_SECOND = Gauge(
     "Tokens generated per second per model, over the last 10 seconds.",
     ["model"],
     multiprocess_mode="livesum",
+)
+
+CACHED_PROMPT_TOKENS = Gauge(
+    "llm_cached_prompt_tokens",
+    "Prompt tokens found in the prefix cache since the worker started.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+COMPUTED_PROMPT_TOKENS = Gauge(
+    "llm_computed_prompt_tokens",
+    "Prompt tokens the model read (not cached) since the worker started.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+CACHE_HIT_RATIO = Gauge(
+    "llm_prefix_cache_hit_ratio",
+    "Share of prompt tokens served from the prefix cache since the worker started (per worker).",
+    ["model"],
+    multiprocess_mode="liveall",
+)
+STEP_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
+TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 192, 256, 384, 512, 1024, 2048)
+STEP_SECONDS = Histogram(
+    "llm_step_seconds", "Time of one batched decode step.", ["model"], buckets=STEP_BUCKETS
+)
+STEP_PROMPT_TOKENS = Histogram(
+    "llm_step_prompt_tokens", "Prompt tokens read by one step.", ["model"], buckets=TOKEN_BUCKETS
+)
+STEP_TOKENS = Histogram(
+    "llm_step_tokens",
+    "Batch entries (decoded and prompt tokens) of one step.",
+    ["model"],
+    buckets=TOKEN_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "llm_queue_wait_seconds",
+    "Time a generation waited for a slot before it started.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "llm_time_per_output_token_seconds",
+    "A request's time per output token after its first: (duration - first token) / (tokens - 1).",
+    ["model"],
+    buckets=STEP_BUCKETS,
 )
 
 NODE_HEALTHY = Gauge(
@@ -127,6 +173,8 @@ def observe_request(
         COMPLETION_TOKENS.labels(label).inc(completion_tokens)
     if ttft_s is not None:
         TTFT.labels(label).observe(ttft_s)
+        if completion_tokens > 1 and duration_s > ttft_s:
+            TIME_PER_OUTPUT_TOKEN.labels(label).observe((duration_s - ttft_s) / (completion_tokens - 1))
     DURATION.labels(endpoint).observe(duration_s)
     if disconnected:
         DISCONNECTS.labels(endpoint).inc()
@@ -141,6 +189,9 @@ def refresh_engine_gauges() -> None:
         QUEUE_DEPTH.labels(name).set(stats.queue_depth)
         BUSY_SLOTS.labels(name).set(stats.slots_busy)
         TOKENS_PER_SECOND.labels(name).set(stats.tokens_per_second)
+        CACHED_PROMPT_TOKENS.labels(name).set(stats.cached_prompt_tokens)
+        COMPUTED_PROMPT_TOKENS.labels(name).set(stats.computed_prompt_tokens)
+        CACHE_HIT_RATIO.labels(name).set(stats.cache_hit_ratio)
         for node in stats.nodes:  # node URLs come from the models file: a closed set
             NODE_HEALTHY.labels(name, node.url).set(1 if node.healthy else 0)
             NODE_OUTSTANDING.labels(name, node.url).set(node.outstanding)
@@ -148,6 +199,25 @@ def refresh_engine_gauges() -> None:
             NODE_FAILED.labels(name, node.url).set(node.failed)
             if node.first_event_ms is not None:
                 NODE_FIRST_EVENT.labels(name, node.url).set(node.first_event_ms / 1000)
+
+
+class PrometheusStepObserver:
+    """Feeds the step and queue histograms from the schedulers' threads (see
+    :func:`llm_backend.contract.install_step_observer`). Model names come from the models
+    file: a closed label set."""
+
+    def step(self, model: str, seconds: float, prompt_tokens: int, tokens: int) -> None:
+        STEP_SECONDS.labels(model).observe(seconds)
+        STEP_PROMPT_TOKENS.labels(model).observe(prompt_tokens)
+        STEP_TOKENS.labels(model).observe(tokens)
+
+    def admitted(self, model: str, waited: float) -> None:
+        QUEUE_WAIT.labels(model).observe(waited)
+
+
+def install_step_observer() -> None:
+    """Start feeding this process's schedulers' steps and admissions into /metrics."""
+    install_observer(PrometheusStepObserver())
 
 
 def render() -> tuple[bytes, str]:

@@ -1,0 +1,170 @@
+"""The scheduling rules themselves, on the real model without HTTP: a step's prompt budget,
+the prefix cache's eviction order, and greedy and seeded outputs whatever the cache holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from llm_backend.engine import LlamaEngine, PreparedPrompt
+from llm_backend.model_files import resolve_model_path
+from llm_backend.prefix_cache import Slot
+from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.sequences import PREFILL_CHUNK, Generation
+from llm_backend.specs import default_spec
+from llm_backend.step_planner import plan_step
+from llm_backend.types import Finished, GenerationRequest, SamplingParams, TextDelta
+from tests.support import ROOT
+
+GREEDY = SamplingParams(max_tokens=16, temperature=0)
+NEVER_END = ((1, -100.0), (106, -100.0))  # <eos> and <end_of_turn>
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaEngine]:
+    loaded = LlamaEngine(default_spec(), resolve_model_path(default_spec(), ROOT / "var" / "models"))
+    yield loaded
+    loaded.close()
+
+
+def _long_text(topic: str, words: int) -> str:
+    return f"Notes on {topic}: " + " ".join(f"{topic}{i % 17} item {i}." for i in range(words))
+
+
+def _prepared(tokens: int) -> PreparedPrompt:
+    return PreparedPrompt(tokens=tuple(1000 + i % 500 for i in range(tokens)))
+
+
+def _slot(engine: LlamaEngine, index: int, prompt_tokens: int, *, decoding: bool, last_used: float) -> Slot:
+    generation = Generation(engine, _prepared(prompt_tokens), GREEDY, cached=0)
+    if decoding:
+        generation.fed = prompt_tokens
+        generation.next_token = 1234
+    return Slot(index, generation=generation, last_used=last_used)
+
+
+def _prompt_parts(slots: list[Slot], step_tokens: int, n_batch: int = 512) -> list[tuple[int, int, int]]:
+    """(slot index, start, count) of each prompt part of the next step."""
+    entries, plan = plan_step(slots, n_batch, step_tokens)
+    assert len(entries) == sum(p.count if p.prefill else 1 for p in plan)
+    return [(p.slot.index, p.start, p.count) for p in plan if p.prefill]
+
+
+def test_a_step_reads_whole_chunks_up_to_its_budget_while_streams_decode(engine: LlamaEngine) -> None:
+    decoding = _slot(engine, 0, 40, decoding=True, last_used=1.0)
+    reading = _slot(engine, 1, 600, decoding=False, last_used=0.5)
+
+    assert _prompt_parts([decoding, reading], step_tokens=256) == [(1, 0, 256)]
+    assert _prompt_parts([decoding, reading], step_tokens=300) == [(1, 0, 256)]  # whole chunks only
+    assert _prompt_parts([decoding, reading], step_tokens=512) == [(1, 0, 448)]  # the batch holds 511
+    assert _prompt_parts([decoding, reading], step_tokens=10) == [(1, 0, PREFILL_CHUNK)]  # never less
+
+    reading.generation.fed = 576  # type: ignore[union-attr]
+    assert _prompt_parts([decoding, reading], step_tokens=512) == [(1, 576, 24)]  # the prompt's end
+
+
+def test_the_budget_is_shared_least_recently_used_first(engine: LlamaEngine) -> None:
+    decoding = _slot(engine, 0, 40, decoding=True, last_used=3.0)
+    newer = _slot(engine, 1, 300, decoding=False, last_used=2.0)
+    older = _slot(engine, 2, 200, decoding=False, last_used=1.0)
+
+    # the older prompt is served first (all 200 tokens), the newer takes what is left in whole
+    # chunks; in the batch, whole chunks come first and the end of a prompt after them
+    assert _prompt_parts([decoding, newer, older], step_tokens=384) == [(1, 0, 128), (2, 0, 200)]
+    entries, plan = plan_step([decoding, newer, older], 512, 384)
+    assert [p.slot.index for p in plan] == [1, 2, 0]  # the decoded token last
+    assert (entries[-1].seq, entries[-1].token) == (0, 1234)
+
+
+def test_with_nothing_decoding_each_prompt_reads_one_chunk_a_step(engine: LlamaEngine) -> None:
+    """What keeps a request run alone computing its prompt in the same steps, cached or not."""
+    first = _slot(engine, 0, 600, decoding=False, last_used=1.0)
+    second = _slot(engine, 1, 100, decoding=False, last_used=2.0)
+
+    assert _prompt_parts([first, second], step_tokens=512) == [(0, 0, 64), (1, 0, 64)]
+
+
+def _request(prompt: str, sampling: SamplingParams, request_id: str = "r") -> GenerationRequest:
+    return GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id=request_id)
+
+
+async def _read(stream: GenerationStream) -> tuple[str, Finished]:
+    text, finished = "", None
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            text += event.text
+        elif isinstance(event, Finished):
+            finished = event
+    assert finished is not None
+    return text, finished
+
+
+def _run(scheduler: Scheduler, prompt: str, sampling: SamplingParams = GREEDY) -> tuple[str, Finished]:
+    async def run() -> tuple[str, Finished]:
+        return await _read(await scheduler.submit(_request(prompt, sampling)))
+
+    return asyncio.run(run())
+
+
+def test_the_least_recently_used_cached_prompt_is_evicted_first(engine: LlamaEngine) -> None:
+    scheduler = Scheduler(engine, slots=2)
+    a, b, c = (_long_text(topic, 60) for topic in ("apple", "bread", "cheese"))
+    try:
+        _run(scheduler, a)
+        _run(scheduler, b)
+        _run(scheduler, a)  # a is used again: b is now the least recently used
+        _run(scheduler, c)  # takes b's slot
+        _, a_end = _run(scheduler, a)
+        _, b_end = _run(scheduler, b)
+    finally:
+        scheduler.stop()
+
+    assert a_end.usage.cached_tokens >= 2 * PREFILL_CHUNK
+    assert b_end.usage.cached_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [SamplingParams(max_tokens=20, temperature=0), SamplingParams(max_tokens=20, temperature=0.9, seed=4)],
+    ids=["greedy", "seeded"],
+)
+def test_reproducible_requests_alone_answer_the_same_whatever_the_cache_holds(
+    engine: LlamaEngine, sampling: SamplingParams
+) -> None:
+    """Cold; after its own prompt was cached; after a prompt sharing its first chunks was read
+    in multi-chunk steps beside a running stream; after unrelated prompts filled every slot."""
+    shared = _long_text("harbour", 50)
+    target = shared + " Question: what is in the harbour? Answer:"
+    cousin = shared + " Question: who sails from the harbour? Answer:"
+    scheduler = Scheduler(engine, slots=3, step_tokens=512)
+    try:
+        cold, cold_end = _run(scheduler, target, sampling)
+        again, again_end = _run(scheduler, target, sampling)
+        for topic in ("granite", "meadow", "violin"):
+            _run(scheduler, _long_text(topic, 40))
+        after_others, others_end = _run(scheduler, target, sampling)
+    finally:
+        scheduler.stop()
+
+    async def cousin_beside_a_stream(scheduler: Scheduler) -> None:
+        busy = await scheduler.submit(
+            _request("Count: one, two,", SamplingParams(max_tokens=40, temperature=0, logit_bias=NEVER_END))
+        )
+        assert isinstance(await anext(busy), TextDelta)  # the stream decodes ...
+        await _read(await scheduler.submit(_request(cousin, GREEDY)))  # ... while this prompt is read
+        await _read(busy)
+
+    scheduler = Scheduler(engine, slots=3, step_tokens=512)
+    try:
+        asyncio.run(cousin_beside_a_stream(scheduler))
+        after_cousin, cousin_end = _run(scheduler, target, sampling)
+    finally:
+        scheduler.stop()
+
+    assert cold_end.usage.cached_tokens == 0
+    assert again_end.usage.cached_tokens >= 2 * PREFILL_CHUNK
+    assert others_end.usage.cached_tokens == 0
+    assert cousin_end.usage.cached_tokens >= 2 * PREFILL_CHUNK
+    assert cold == again == after_others == after_cousin
