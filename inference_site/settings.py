@@ -212,6 +212,7 @@ try:
             "queue_timeout": env.seconds("LLM_QUEUE_TIMEOUT"),
             "prefix_block": env.integer("LLM_PREFIX_BLOCK"),
             "step_tokens": env.integer("LLM_STEP_TOKENS"),
+            "host_cache_mb": env.integer("LLM_HOST_CACHE_MB", minimum=0),
         },
     )
 except SpecError as exc:

@@ -13,6 +13,7 @@ prefix to another sequence copies its stream (llama.cpp copies whole streams) an
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,25 @@ class BatchContext:
         if oldest < 0:
             return False
         return self.engine.n_swa <= 0 or oldest <= max(0, length - self.engine.n_swa)
+
+    def save(self, seq: int) -> bytes:
+        """The KV state ``seq`` holds (its cells, as llama.cpp serializes them); b'' if none."""
+        size = int(llama_c.llama_state_seq_get_size(self._ctx, seq))
+        if size <= 0:
+            return b""
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_c.llama_state_seq_get_data(self._ctx, buffer, size, seq))
+        return bytes(buffer)[:written]
+
+    def restore(self, seq: int, state: bytes) -> bool:
+        """Make ``seq`` hold a state from :meth:`save` (of any sequence); False if llama.cpp
+        refuses it (``seq`` is then empty)."""
+        self.clear(seq)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if int(llama_c.llama_state_seq_set_data(self._ctx, buffer, len(state), seq)) == 0:
+            self.clear(seq)
+            return False
+        return True
 
     def clear(self, seq: int) -> None:
         llama_c.llama_memory_seq_rm(self._memory, seq, -1, -1)

@@ -111,6 +111,7 @@ class LlamaBackend(ModelBackend):
                 queue_timeout=spec.queue_timeout,
                 prefix_block=spec.prefix_block,
                 step_tokens=spec.step_tokens,
+                host_cache_bytes=spec.host_cache_mb << 20,
                 generation_factory=self._generation_factory,
             )
             self._engine = engine

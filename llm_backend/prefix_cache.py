@@ -6,6 +6,10 @@ takes that slot (or copies the prefix into a free one) and reads only the rest. 
 reused in multiples of ``prefix_block`` tokens for requests that can be reproduced (greedy or
 seeded; see :mod:`llm_backend.sequences` for why), and token by token for random ones.
 
+What a slot holds is saved in the :class:`~llm_backend.host_cache.HostCache` (in RAM)
+before it is overwritten, and restored into a slot for a later prompt that starts the same way
+when no slot holds a longer prefix of it.
+
 Choices of one prompt read it once: the first becomes the *leader*, and a request admitted while
 the leader still reads that same prompt *follows* it, waiting with an empty slot until the
 leader's KV holds the prompt, then copying it. If the leader leaves first, its followers read
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 
 from .batching import BatchContext
 from .generation_stream import Job
+from .host_cache import HostCache
 from .sequences import Generation, reusable_prefix
 
 logger = logging.getLogger("llm_backend.scheduler")
@@ -48,9 +53,12 @@ class Slot:
 class PrefixCache:
     """``slots`` sequences of ``context``; places each admitted job in one of them."""
 
-    def __init__(self, context: BatchContext, *, slots: int, prefix_block: int) -> None:
+    def __init__(
+        self, context: BatchContext, *, slots: int, prefix_block: int, host: HostCache | None = None
+    ) -> None:
         self._context = context
         self._prefix_block = prefix_block
+        self._host = host
         self.slots = [Slot(i) for i in range(slots)]
 
     @property
@@ -78,6 +86,7 @@ class PrefixCache:
             reproducible = sampling.temperature <= 0 or sampling.seed is not None
             slot, cached = self._reuse(prompt, free, self._prefix_block if reproducible else 1)
         if cached == 0 or leader is not None:
+            self._keep_in_host(slot)
             self._context.clear(slot.index)
             slot.held = []
         slot.job, slot.leader, slot.last_used = job, leader, time.monotonic()
@@ -150,18 +159,34 @@ class PrefixCache:
             ((reusable_prefix(slot.held, prompt, block), not slot.busy, slot) for slot in self.slots),
             key=lambda scored: scored[:2],
         )
-        if best and not source.busy:
+        saved, saved_length = self._host.lookup(prompt, block) if self._host else (None, 0)
+        if saved is not None and saved_length > best:
+            target, best = _least_recently_used(free), saved_length
+            self._keep_in_host(target)
+            if not self._context.restore(target.index, saved.state) or not self._context.truncate(
+                target.index, best
+            ):
+                best = 0
+        elif best and not source.busy:
             target = source
+            if len(target.held) - best >= self._prefix_block:
+                self._keep_in_host(target)
             if not self._context.truncate(target.index, best):
                 best = 0
         else:
             target = _least_recently_used(free)
+            self._keep_in_host(target)
             if best:
                 self._context.copy_prefix(source.index, target.index, best)
         if best and not self._context.prefix_usable(target.index, best):
             best = 0
         target.held = list(prompt[:best])
         return target, best
+
+    def _keep_in_host(self, slot: Slot) -> None:
+        """Save what ``slot`` holds in the host cache before it is overwritten."""
+        if self._host is not None and slot.held:
+            self._host.keep(tuple(slot.held), lambda: self._context.save(slot.index))
 
 
 def _least_recently_used(slots: list[Slot]) -> Slot:

@@ -14,6 +14,7 @@ stops generating.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -21,8 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-
-import httpx
 
 from .contract import Capabilities, EventStream, GenerationHandle, ModelBackend, ModelInfo, ModelStats
 from .exceptions import (
@@ -34,6 +33,7 @@ from .exceptions import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from .node_http import NodeClient, NodeResponse, NodeUnreachable
 from .queued_stream import END, QueuedEventStream
 from .remote_nodes import Node, NodePool
 from .remote_spec import RemoteSpec
@@ -166,8 +166,8 @@ class RemoteHandle(GenerationHandle):
         try:
             async with asyncio.timeout(spec.first_token_timeout) as deadline:
                 client = self._backend.client()
-                async with client.stream("POST", node.url + path, json=body) as response:
-                    if response.status_code >= 400:
+                async with client.post(node.url + path, json.dumps(body).encode()) as response:
+                    if response.status >= 400:
                         raise await self._refusal(response)
                     async for chunk in self._chunks(response):
                         events = reader.read(chunk)
@@ -182,10 +182,8 @@ class RemoteHandle(GenerationHandle):
                         self._backend.stats_counter.count_step(len(events))
         except _Retry:
             raise
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            unreachable = UpstreamError(
-                f"The model node {node.url} could not be reached ({type(exc).__name__})."
-            )
+        except NodeUnreachable as exc:
+            unreachable = UpstreamError(f"The model node {node.url} could not be reached ({exc}).")
             if not delivered:
                 raise _Retry(unreachable, node_failed=True) from None
             raise unreachable from None
@@ -199,7 +197,7 @@ class RemoteHandle(GenerationHandle):
         self._finish(reader)
         return first_ms
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, object]]:
+    async def _chunks(self, response: NodeResponse) -> AsyncIterator[dict[str, object]]:
         """The node's ``data:`` chunks up to ``[DONE]``; an error chunk, a line longer than
         :data:`MAX_LINE` characters or a body that ends before ``[DONE]`` (a whole JSON
         answer, a cut stream) raises UpstreamError."""
@@ -222,14 +220,14 @@ class RemoteHandle(GenerationHandle):
                 yield chunk
         raise UpstreamError("The model node ended its answer without a complete event stream.")
 
-    async def _refusal(self, response: httpx.Response) -> Exception:
+    async def _refusal(self, response: NodeResponse) -> Exception:
         body = b""
-        async for piece in response.aiter_bytes():
+        async for piece in response.body():
             body += piece
             if len(body) > 65536:
                 break
         message, param, code, error_type = error_fields(body)
-        status = response.status_code
+        status = response.status
         if status in (429, 503):
             retry_after = response.headers.get("retry-after", "1")
             busy = EngineOverloaded(
@@ -270,13 +268,14 @@ async def _drain(lines: AsyncIterator[str]) -> None:
             break
 
 
-async def _lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The body's lines, as ``aiter_lines`` gives them but never holding more than MAX_LINE
-    characters of one line (a node sending an endless line is cut off, not buffered)."""
+async def _lines(response: NodeResponse) -> AsyncIterator[str]:
+    """The body's lines (UTF-8), never holding more than MAX_LINE characters of one line (a
+    node sending an endless line is cut off, not buffered)."""
     parts: list[str] = []
     held = 0
-    async for text in response.aiter_text():
-        *complete, rest = text.split("\n")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for data in response.body():
+        *complete, rest = decoder.decode(data).split("\n")
         for piece in complete:
             yield ("".join(parts) + piece).rstrip("\r")
             parts, held = [], 0
@@ -284,7 +283,8 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
         held += len(rest)
         if held > MAX_LINE:
             raise UpstreamError(f"The model node sent a line longer than {MAX_LINE} characters.")
-    if parts:
+    parts.append(decoder.decode(b"", final=True))
+    if any(parts):
         yield "".join(parts).rstrip("\r")
 
 
@@ -295,20 +295,19 @@ class RemoteBackend(ModelBackend):
         self.spec = spec
         self.pool = NodePool(spec)
         self.stats_counter = SchedulerStats(spec.name)
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, NodeClient] = {}
         self._refusing = False
         self._started = time.time()
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> NodeClient:
         """The HTTP client of the running event loop (one pool of connections per loop)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             key = self.spec.api_key()
-            client = httpx.AsyncClient(
+            client = NodeClient(
                 headers={"Authorization": f"Bearer {key}"} if key else {},
-                timeout=httpx.Timeout(None, connect=self.spec.connect_timeout),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                connect_timeout=self.spec.connect_timeout,
             )
             self._clients[loop] = client
         return client

@@ -32,6 +32,7 @@ from .contract import ModelStats
 from .engine import LlamaEngine, PreparedPrompt
 from .exceptions import EngineUnavailable, GenerationFailed
 from .generation_stream import GenerationStream, Outbox
+from .host_cache import HostCache
 from .prefix_cache import PrefixCache
 from .scheduler_stats import SchedulerStats, log_stats
 from .sequences import PREFILL_CHUNK, Generation
@@ -66,8 +67,9 @@ class Scheduler:
     each at most ``queue_timeout`` seconds before it is answered 503 (EngineOverloaded).
 
     A step reads at most ``step_tokens`` prompt tokens while streams decode (see
-    :mod:`llm_backend.step_planner`). Cached prompt prefixes are reused in multiples of
-    ``prefix_block`` tokens (see
+    :mod:`llm_backend.step_planner`); up to ``host_cache_bytes`` of prompt states that left
+    the slots are kept in RAM (:mod:`llm_backend.host_cache`). Cached prompt prefixes are
+    reused in multiples of ``prefix_block`` tokens (see
     :mod:`llm_backend.sequences`: the default keeps outputs independent of the cache) for
     requests that can be reproduced (greedy, or seeded); a random request reuses any prefix.
     """
@@ -81,12 +83,14 @@ class Scheduler:
         queue_timeout: float = 30.0,
         prefix_block: int = PREFILL_CHUNK,
         step_tokens: int = DEFAULT_STEP_TOKENS,
+        host_cache_bytes: int = 0,
         generation_factory: GenerationFactory = Generation,
     ) -> None:
         self.engine = engine
         self.name = engine.spec.name
         self._context = BatchContext(engine, slots=slots)
-        self._cache = PrefixCache(self._context, slots=slots, prefix_block=prefix_block)
+        host = HostCache(host_cache_bytes, min_tokens=2 * PREFILL_CHUNK) if host_cache_bytes > 0 else None
+        self._cache = PrefixCache(self._context, slots=slots, prefix_block=prefix_block, host=host)
         self._queue = WaitingQueue(self.name, slots=slots, max_queue=max_queue, timeout=queue_timeout)
         self._stats = SchedulerStats(self.name)
         self._runner = StepRunner(

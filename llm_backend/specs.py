@@ -44,6 +44,7 @@ class ModelSpec:
     queue_timeout: float = 30.0
     prefix_block: int = 64
     step_tokens: int = 512
+    host_cache_mb: int = 512
     owned_by: str = "self-hosted"
 
 
@@ -62,6 +63,7 @@ def default_spec() -> ModelSpec:
 
 
 _INT_KEYS = {"n_ctx", "n_batch", "n_threads", "slots", "max_queue", "prefix_block", "step_tokens"}
+_COUNT_KEYS = {"host_cache_mb"}
 _NUMBER_KEYS = {"queue_timeout"}
 _STR_KEYS = {"name", "path", "kind", "chat_format", "chat_template", "owned_by"}
 
@@ -87,6 +89,8 @@ def spec_from_mapping(entry: dict[str, Any], *, where: str, base_dir: Path | Non
     for key, value in entry.items():
         if key in _INT_KEYS and value is not None and (not isinstance(value, int) or value < 1):
             raise SpecError(f"{where}: '{key}' must be a positive integer, not {value!r}.")
+        if key in _COUNT_KEYS and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise SpecError(f"{where}: '{key}' must be 0 or a positive integer, not {value!r}.")
         if key in _NUMBER_KEYS and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
         ):

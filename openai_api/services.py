@@ -82,7 +82,10 @@ async def model_backend(model: str, api_key: ApiKey) -> ModelBackend:
     """The backend serving ``model``; ModelNotFound also when ``api_key`` may not use it."""
     if not api_key.allows_model(model):
         raise ModelNotFound(model)
-    return await asyncio.to_thread(get_registry().get, model)
+    registry = get_registry()
+    if registry.loaded:  # the usual case: a dictionary lookup, no thread hop
+        return registry.get(model)
+    return await asyncio.to_thread(registry.get, model)
 
 
 async def generation_start(

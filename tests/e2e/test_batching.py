@@ -121,6 +121,49 @@ def test_models_show_slots_queue_and_tokens_per_second(server: Server, client: o
     assert card["stats"]["n_ctx"] == 4096
 
 
+def _scheduler_figures(server: Server) -> dict[str, float]:
+    """This model's step, queue-wait and per-token histogram counts and sums, and its cache
+    counters, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.base_url + "/metrics", timeout=30).text
+    figures: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") == MODEL and not sample.name.endswith("_bucket"):
+                figures[sample.name] = figures.get(sample.name, 0.0) + sample.value
+    return figures
+
+
+def test_metrics_show_steps_queue_waits_per_token_times_and_cache_hits(
+    server: Server, client: openai.OpenAI
+) -> None:
+    prompt = "A long shared preamble about harbours and ships. " * 30 + "Name one ship:"
+    before = _scheduler_figures(server)
+    prompt_tokens = 0
+    for _ in range(2):  # the second reads the first's cached prefix
+        completion = client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=4, temperature=0, logit_bias=NEVER_END
+        )
+        assert completion.usage is not None
+        prompt_tokens = completion.usage.prompt_tokens
+    after = _scheduler_figures(server)
+
+    def grew(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert grew("llm_step_seconds_count") >= 2 * 4  # at least the prompt's step and 3 decodes each
+    assert grew("llm_step_seconds_sum") > 0
+    assert prompt_tokens > 256
+    assert grew("llm_step_prompt_tokens_sum") == grew("llm_computed_prompt_tokens") > prompt_tokens
+    assert grew("llm_step_tokens_sum") > grew("llm_step_prompt_tokens_sum")
+    assert grew("llm_queue_wait_seconds_count") == 2
+    assert grew("llm_time_per_output_token_seconds_count") == 2
+    assert grew("llm_cached_prompt_tokens") >= 256
+    assert grew("llm_cached_prompt_tokens") + grew("llm_computed_prompt_tokens") == 2 * prompt_tokens
+    assert 0 < after["llm_prefix_cache_hit_ratio"] < 1
+
+
 def _long_stream(server: Server, started: threading.Event, stop: threading.Event) -> None:
     body = {"model": SCRIPTED_MODEL, "prompt": "1, 2, 3,", "max_tokens": 3000, "stream": True}
     with (

@@ -4,7 +4,7 @@ the prefix cache's eviction order, and greedy and seeded outputs whatever the ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -168,3 +168,49 @@ def test_reproducible_requests_alone_answer_the_same_whatever_the_cache_holds(
     assert others_end.usage.cached_tokens == 0
     assert cousin_end.usage.cached_tokens >= 2 * PREFILL_CHUNK
     assert cold == again == after_others == after_cousin
+
+
+def test_a_prompt_evicted_from_its_slot_is_restored_from_ram_and_answers_the_same(
+    engine: LlamaEngine,
+) -> None:
+    a, b = _long_text("orchard", 60), _long_text("quarry", 60)
+    outcomes = {}
+    for host_bytes in (64 << 20, 0):
+        scheduler = Scheduler(engine, slots=1, host_cache_bytes=host_bytes)
+        try:
+            cold, _ = _run(scheduler, a)
+            _run(scheduler, b)  # takes the only slot
+            again, again_end = _run(scheduler, a)
+        finally:
+            scheduler.stop()
+        outcomes[host_bytes] = (cold, again, again_end.usage.cached_tokens)
+
+    cold, again, cached = outcomes[64 << 20]
+    assert cached >= 2 * PREFILL_CHUNK and cached % PREFILL_CHUNK == 0
+    assert again == cold
+    assert outcomes[0][2] == 0  # without the RAM cache the slot's prefix is gone
+
+
+def test_the_ram_cache_keeps_the_most_recently_used_states_within_its_size() -> None:
+    from llm_backend.host_cache import HostCache
+
+    cache = HostCache(250, min_tokens=4)
+    reads: list[str] = []
+
+    def state(name: str) -> Callable[[], bytes]:
+        return lambda: reads.append(name) or b"x" * 100
+
+    first, second, third = (tuple(range(start, start + 10)) for start in (100, 200, 300))
+    cache.keep(first, state("first"))
+    cache.keep(second, state("second"))
+    assert cache.lookup((*first, 7, 8), block=1)[1] == 10  # first is used again
+    cache.keep(third, state("third"))  # over 250 bytes: the least recently used goes
+
+    assert cache.lookup((*second, 7), block=1) == (None, 0)
+    assert cache.lookup((*first, 7), block=1)[1] == 10
+    assert cache.lookup((*third, 7), block=1)[1] == 10
+    cache.keep(first[:6], state("inside first"))  # held already: not even read
+    cache.keep((*first, 1, 2), state("first, a turn later"))  # replaces first
+    cache.keep((1, 2), state("too short"))
+    assert reads == ["first", "second", "third", "first, a turn later"]
+    assert len(cache) == 2 and cache.size_bytes == 200
