@@ -8,7 +8,7 @@ the slot numbers ``0..slots-1``. The KV cache is not unified: each sequence has 
 places whatever the other slots hold, and attention reads only its own cells. In one shared
 pool the cells of sequences decoding side by side interleave, which changes how attention
 sums and made a prefix cached while other streams ran differ from a cold run's. Copying a
-prefix to another sequence copies its stream (llama.cpp copies whole streams) and cuts it.
+prefix to another sequence goes through the sequence's serialized state, then cuts it.
 """
 
 from __future__ import annotations
@@ -98,12 +98,18 @@ class BatchContext:
         """Keep the first ``length`` positions of ``seq`` and drop the rest; False if it cannot."""
         return bool(llama_c.llama_memory_seq_rm(self._memory, seq, length, -1))
 
-    def copy_prefix(self, source: int, target: int, length: int) -> None:
-        """Make ``target`` hold ``source``'s first ``length`` positions (``target`` is emptied first)."""
+    def copy_prefix(self, source: int, target: int, length: int) -> bool:
+        """Make ``target`` hold ``source``'s first ``length`` positions (``target`` is emptied
+        first); False if it could not (``target`` is then empty).
+
+        The copy goes through the serialized state, at once: llama.cpp's own copy between
+        streams is only queued until the next decode, and a state saved or restored before
+        then would read or be overwritten by stale cells."""
         self.clear(target)
-        if length > 0:  # across streams llama.cpp copies a whole sequence: copy, then cut
-            llama_c.llama_memory_seq_cp(self._memory, source, target, -1, -1)
-            llama_c.llama_memory_seq_rm(self._memory, target, length, -1)
+        if length <= 0:
+            return True
+        state = self.save(source)
+        return bool(state) and self.restore(target, state) and self.truncate(target, length)
 
     def prefix_usable(self, seq: int, length: int) -> bool:
         """Whether the KV ``seq`` holds still lets it continue at ``length``.
@@ -118,14 +124,18 @@ class BatchContext:
             return False
         return self.engine.n_swa <= 0 or oldest <= max(0, length - self.engine.n_swa)
 
+    def state_size(self, seq: int) -> int:
+        """The bytes :meth:`save` would return for ``seq``."""
+        return int(llama_c.llama_state_seq_get_size(self._ctx, seq))
+
     def save(self, seq: int) -> bytes:
         """The KV state ``seq`` holds (its cells, as llama.cpp serializes them); b'' if none."""
-        size = int(llama_c.llama_state_seq_get_size(self._ctx, seq))
+        size = self.state_size(seq)
         if size <= 0:
             return b""
         buffer = (ctypes.c_uint8 * size)()
         written = int(llama_c.llama_state_seq_get_data(self._ctx, buffer, size, seq))
-        return bytes(buffer)[:written]
+        return ctypes.string_at(buffer, written)
 
     def restore(self, seq: int, state: bytes) -> bool:
         """Make ``seq`` hold a state from :meth:`save` (of any sequence); False if llama.cpp

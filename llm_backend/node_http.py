@@ -10,9 +10,9 @@ read the status and headers (at most :data:`MAX_HEAD` bytes), then a body framed
 
 A connection goes back to its node's idle pool only when its response was read to the end
 (and the node did not say ``Connection: close``); one cancelled or broken midway is closed.
-A request on a kept connection that the node had meanwhile closed is sent again once on a new
-one, before anything was received. Every failure to reach the node or read its answer is a
-:class:`NodeUnreachable`.
+A request on a kept connection that the node had meanwhile closed (reset, or closed without
+a byte of answer) is sent again once, on a new connection. Every failure to reach the node or
+read its answer is a :class:`NodeUnreachable`.
 """
 
 from __future__ import annotations
@@ -58,8 +58,13 @@ class NodeResponse:
     done: bool = field(default=False)
 
     @property
+    def keeps_connection(self) -> bool:
+        """The connection can serve another request once this body is read to its end."""
+        return self._framing != "close" and self.headers.get("connection", "").lower() != "close"
+
+    @property
     def reusable(self) -> bool:
-        return self.done and self.headers.get("connection", "").lower() != "close"
+        return self.done and self.keeps_connection
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (chunk framing removed); NodeUnreachable if the
@@ -121,8 +126,9 @@ class NodeClient:
             raise NodeUnreachable(f"not an http(s) URL: {url}")
         address = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = parts.netloc.rpartition("@")[2]  # never a user:password from the URL
         head = (
-            f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"POST {target} HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
             f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n{self._headers}\r\n"
         ).encode("latin-1")
         connection, response = await self._send(address, head + body)
@@ -144,24 +150,26 @@ class NodeClient:
         self._idle.clear()
 
     async def _send(self, address: tuple[str, str, int], request: bytes) -> tuple[_Connection, NodeResponse]:
+        retried = False
         while True:
-            connection = await self._connection(address)
+            connection = await self._connection(address, fresh=retried)
             try:
                 connection.writer.write(request)
                 await connection.writer.drain()
                 return connection, await _response_head(connection)
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
                 connection.close()
-                if connection.reused and isinstance(exc, OSError | asyncio.IncompleteReadError):
-                    continue  # the node had closed this kept connection: once more on a new one
+                if connection.reused and not retried and _closed_unanswered(exc):
+                    retried = True  # the node had closed this kept connection: once more on a new one
+                    continue
                 raise NodeUnreachable(f"the node's answer could not be read ({type(exc).__name__})") from None
             except BaseException:
                 connection.close()
                 raise
 
-    async def _connection(self, address: tuple[str, str, int]) -> _Connection:
+    async def _connection(self, address: tuple[str, str, int], *, fresh: bool = False) -> _Connection:
         kept = self._idle.get(address)
-        while kept:
+        while kept and not fresh:
             connection = kept.pop()
             if not connection.reader.at_eof() and not connection.writer.is_closing():
                 connection.reused = True
@@ -190,6 +198,14 @@ class NodeClient:
             connection.close()
 
 
+def _closed_unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection was closed before a single byte of an answer (what
+    a kept connection the node had timed out looks like): only then is a request sent again."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return not exc.partial
+    return isinstance(exc, ConnectionResetError | BrokenPipeError)
+
+
 async def _response_head(connection: _Connection) -> NodeResponse:
     """Read the status line and headers (a ``100 Continue`` is skipped)."""
     while True:
@@ -199,8 +215,10 @@ async def _response_head(connection: _Connection) -> NodeResponse:
         if not version.startswith("HTTP/1."):
             raise ValueError("not an HTTP/1 response")
         status = int(rest[:3])
-        if status != 100:
-            break
+        if status == 101:
+            raise ValueError("the node switched protocols")
+        if not 100 <= status < 200:
+            break  # 100 Continue, 103 Early Hints and the like come before the answer
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")

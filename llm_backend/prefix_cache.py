@@ -78,9 +78,9 @@ class PrefixCache:
         free = [slot for slot in self.slots if not slot.busy]
         leader = None if wants_prompt_logprobs else self._leader_reading(prompt)
         if leader is not None:
-            slot, cached = _least_recently_used(free), len(prompt)
+            slot, cached = self._placement(free), len(prompt)
         elif wants_prompt_logprobs:
-            slot, cached = _least_recently_used(free), 0
+            slot, cached = self._placement(free), 0
         else:
             sampling = job.request.sampling
             reproducible = sampling.temperature <= 0 or sampling.seed is not None
@@ -102,7 +102,9 @@ class PrefixCache:
         generation = follower.generation
         assert generation is not None
         follower.leader = None
-        self._context.copy_prefix(leader.index, follower.index, len(leader.held))
+        if not self._context.copy_prefix(leader.index, follower.index, len(leader.held)):
+            follower.held = []
+            raise RuntimeError(f"slot {leader.index}'s prompt could not be copied to slot {follower.index}")
         follower.held = list(leader.held)
         generation.fed = len(generation.prompt)
         return generation
@@ -161,32 +163,47 @@ class PrefixCache:
         )
         saved, saved_length = self._host.lookup(prompt, block) if self._host else (None, 0)
         if saved is not None and saved_length > best:
-            target, best = _least_recently_used(free), saved_length
+            target, best = self._placement(free), saved_length
             self._keep_in_host(target)
             if not self._context.restore(target.index, saved.state) or not self._context.truncate(
                 target.index, best
             ):
                 best = 0
-        elif best and not source.busy:
+        elif best and not source.busy and self._joins_the_run(source):
             target = source
             if len(target.held) - best >= self._prefix_block:
                 self._keep_in_host(target)
             if not self._context.truncate(target.index, best):
                 best = 0
         else:
-            target = _least_recently_used(free)
+            target = self._placement(free)
             self._keep_in_host(target)
-            if best:
-                self._context.copy_prefix(source.index, target.index, best)
+            if best and not self._context.copy_prefix(source.index, target.index, best):
+                best = 0
         if best and not self._context.prefix_usable(target.index, best):
             best = 0
         target.held = list(prompt[:best])
         return target, best
 
+    def _joins_the_run(self, slot: Slot) -> bool:
+        """Whether a request in ``slot`` would decode beside a busy neighbour, or nothing is busy.
+
+        llama.cpp computes the tokens of sequences with consecutive ids (slots) in one
+        micro-batch and every other run in one more: busy slots kept side by side make fewer,
+        larger micro-batches, each of which reads all the weights once."""
+        busy = [other for other in self.slots if other.busy]
+        return not busy or any(abs(other.index - slot.index) == 1 for other in busy)
+
+    def _placement(self, free: list[Slot]) -> Slot:
+        """The free slot a request should take: the least recently used of those beside a busy
+        slot (see :meth:`_joins_the_run`), else the least recently used of all."""
+        return _least_recently_used([slot for slot in free if self._joins_the_run(slot)] or free)
+
     def _keep_in_host(self, slot: Slot) -> None:
         """Save what ``slot`` holds in the host cache before it is overwritten."""
-        if self._host is not None and slot.held:
-            self._host.keep(tuple(slot.held), lambda: self._context.save(slot.index))
+        host = self._host
+        if host is not None and slot.held and self._context.state_size(slot.index) <= host.capacity_bytes:
+            host.keep(tuple(slot.held), lambda: self._context.save(slot.index))
 
 
 def _least_recently_used(slots: list[Slot]) -> Slot:

@@ -49,6 +49,8 @@ MAX_LINE = 8 << 20
 """The longest line of a node's event stream read (characters); a longer one is a failure."""
 DRAIN_LIMIT = 65536
 """The most characters read after a node's ``[DONE]`` to keep its connection for reuse."""
+DRAIN_SECONDS = 1.0
+"""How long the end of a node's body is waited for after ``[DONE]``."""
 _FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
@@ -169,7 +171,8 @@ class RemoteHandle(GenerationHandle):
                 async with client.post(node.url + path, json.dumps(body).encode()) as response:
                     if response.status >= 400:
                         raise await self._refusal(response)
-                    async for chunk in self._chunks(response):
+                    lines = _lines(response)
+                    async for chunk in self._chunks(lines):
                         events = reader.read(chunk)
                         for index, event in events:
                             if 0 <= index < len(self._queues):
@@ -180,6 +183,10 @@ class RemoteHandle(GenerationHandle):
                         if delivered:
                             deadline.reschedule(loop.time() + spec.idle_timeout)
                         self._backend.stats_counter.count_step(len(events))
+                    deadline.reschedule(None)  # the answer is whole: nothing after this can fail it
+                    self._finish(reader)
+                    if response.keeps_connection:
+                        await _drain(lines)
         except _Retry:
             raise
         except NodeUnreachable as exc:
@@ -194,20 +201,17 @@ class RemoteHandle(GenerationHandle):
                 )
                 raise _Retry(late, node_failed=True) from None
             raise UpstreamTimeout(f"The model node sent nothing for {spec.idle_timeout:g} s.") from None
-        self._finish(reader)
         return first_ms
 
-    async def _chunks(self, response: NodeResponse) -> AsyncIterator[dict[str, object]]:
+    async def _chunks(self, lines: AsyncIterator[str]) -> AsyncIterator[dict[str, object]]:
         """The node's ``data:`` chunks up to ``[DONE]``; an error chunk, a line longer than
         :data:`MAX_LINE` characters or a body that ends before ``[DONE]`` (a whole JSON
         answer, a cut stream) raises UpstreamError."""
-        lines = _lines(response)
         async for line in lines:
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
-                await _drain(lines)
                 return
             try:
                 chunk = json.loads(data)
@@ -259,13 +263,18 @@ class RemoteHandle(GenerationHandle):
 
 async def _drain(lines: AsyncIterator[str]) -> None:
     """Read what follows ``[DONE]`` (the body's end, normally nothing) so the connection goes
-    back to the pool for the next request; a node still sending after DRAIN_LIMIT characters
-    loses the connection instead."""
+    back to the pool for the next request. Never fails: a node still sending after
+    :data:`DRAIN_LIMIT` characters or :data:`DRAIN_SECONDS`, or breaking off, only loses the
+    connection (the answer was already whole)."""
     drained = 0
-    async for line in lines:
-        drained += len(line) + 1
-        if drained > DRAIN_LIMIT:
-            break
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for line in lines:
+                drained += len(line) + 1
+                if drained > DRAIN_LIMIT:
+                    return
+    except (TimeoutError, NodeUnreachable, UpstreamError):
+        return
 
 
 async def _lines(response: NodeResponse) -> AsyncIterator[str]:

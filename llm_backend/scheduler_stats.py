@@ -25,6 +25,19 @@ STATS_LOG_INTERVAL = 10.0
 RATE_WINDOW = 10.0
 
 
+_observer_failures = 0
+
+
+def _observer_failed() -> None:
+    """Log a failing step observer (the first time with its traceback, then every 1000th)."""
+    global _observer_failures
+    _observer_failures += 1
+    if _observer_failures == 1:
+        logger.exception("the step observer failed; the model goes on without those metrics")
+    elif _observer_failures % 1000 == 0:
+        logger.error("the step observer has failed %d times", _observer_failures)
+
+
 class SchedulerStats:
     """Counters of one scheduler (of the model ``name``) since it started."""
 
@@ -51,7 +64,10 @@ class SchedulerStats:
         """A request took a slot after waiting ``waited`` seconds."""
         observer = contract.step_observer()
         if observer is not None:
-            observer.admitted(self.name, waited)
+            try:
+                observer.admitted(self.name, waited)
+            except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
+                _observer_failed()
 
     def count_step(
         self, sampled: int, *, seconds: float | None = None, prompt_tokens: int = 0, tokens: int = 0
@@ -61,7 +77,10 @@ class SchedulerStats:
         self.computed_prompt_tokens += prompt_tokens
         observer = contract.step_observer()
         if seconds is not None and observer is not None:
-            observer.step(self.name, seconds, prompt_tokens, tokens)
+            try:
+                observer.step(self.name, seconds, prompt_tokens, tokens)
+            except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
+                _observer_failed()
         now = self._last_step_at = time.monotonic()
         recent = self._recent
         recent.append((now, sampled))

@@ -1,4 +1,4 @@
-"""Which tokens join the next step: one ``llama_decode`` over every slot that has work.
+"""Which tokens the next step computes: the generating sequences' next tokens and prompt chunks.
 
 Every generating sequence decodes its next token. Sequences still reading their prompt (and
 not following another's) then add prompt chunks, least recently used slot first, while there
@@ -15,7 +15,7 @@ promise rests on). Chunks of prompts being scored (prompt logprobs) share
 :data:`SCORED_TOKENS_PER_STEP`.
 
 Planning is pure: it reads the slots and changes nothing, so the same slots always give the
-same plan (and, by llama.cpp's numerics, the same batch shape and the same outputs).
+same plan (and, by llama.cpp's numerics, the same batch shapes and the same outputs).
 """
 
 from __future__ import annotations
@@ -46,48 +46,51 @@ class Planned:
     prefill: bool = False
 
 
-def plan_step(
-    slots: Sequence[Slot], n_batch: int, step_tokens: int = DEFAULT_STEP_TOKENS
-) -> tuple[list[BatchEntry], list[Planned]]:
-    """The entries of the next decode (at most ``n_batch``) and each slot's part of them; at
-    most ``step_tokens`` prompt tokens (never less than one chunk) while streams decode.
+Batch = tuple[list[BatchEntry], list[Planned]]
+"""One ``llama_decode``: its entries, and each slot's part of them (``first`` indexes them)."""
 
-    Whole prompt chunks come first in the batch, then the ends of prompts and the decoded
-    tokens: llama.cpp computes a batch's rows in groups of four and the last few rows
-    another way, so whole chunks at the front are computed exactly as a chunk read alone is,
-    and a prefix cached while other streams ran holds what a cold run computes."""
+
+def plan_step(slots: Sequence[Slot], n_batch: int, step_tokens: int = DEFAULT_STEP_TOKENS) -> list[Batch]:
+    """The decodes of the next step, in order: each prompt span on its own, then the next
+    token of every generating sequence together (by slot). At most ``n_batch`` entries in all,
+    at most ``step_tokens`` of them prompt (never less than one chunk) while streams decode.
+
+    A prompt span is decoded apart because llama.cpp, whose sequences here each have their own
+    KV stream, splits a mixed batch into micro-batches of equal tokens per sequence: a span's
+    first token would be computed beside another sequence's token and the rest apart. Alone,
+    a span's whole chunks are computed as a cold run computes them, so a prefix cached while
+    other streams ran holds what a cold run holds."""
     decoding = [s for s in slots if s.generation is not None and s.generation.next_token is not None]
     room = n_batch - len(decoding)
     if decoding:  # streams are running: the budget bounds how long they wait for this step
         room = min(room, max(step_tokens, PREFILL_CHUNK))
-    spans = _prompt_spans(slots, room, one_chunk_each=not decoding)
-    spans.sort(key=lambda span: span.count % PREFILL_CHUNK != 0)  # stable: whole chunks first
-    entries: list[BatchEntry] = []
-    plan: list[Planned] = []
-    for span in spans:
+    batches: list[Batch] = []
+    for span in _prompt_spans(slots, room, one_chunk_each=not decoding):
         generation = span.slot.generation
         assert generation is not None
         every = generation.wants_prompt_logprobs
         end = span.start + span.count
         last = end == len(generation.prompt)
-        span.first = len(entries)
-        plan.append(span)
-        entries.extend(
+        entries = [
             BatchEntry(token, span.start + i, span.slot.index, every or (last and i == span.count - 1))
             for i, token in enumerate(generation.prompt[span.start : end])
-        )
-    for slot in decoding:
-        generation = slot.generation
-        assert generation is not None and generation.next_token is not None
-        plan.append(Planned(slot, first=len(entries)))
-        entries.append(BatchEntry(generation.next_token, len(slot.held), slot.index, True))
-    return entries, plan
+        ]
+        batches.append((entries, [span]))
+    if decoding:
+        entries, plan = [], []
+        for slot in decoding:  # by slot: llama.cpp batches runs of consecutive sequence ids
+            generation = slot.generation
+            assert generation is not None and generation.next_token is not None
+            plan.append(Planned(slot, first=len(entries)))
+            entries.append(BatchEntry(generation.next_token, len(slot.held), slot.index, True))
+        batches.append((entries, plan))
+    return batches
 
 
 def _prompt_spans(slots: Sequence[Slot], room: int, *, one_chunk_each: bool) -> list[Planned]:
     """The prompt parts of the next step, least recently used slot first, while ``room``
     allows: one chunk per sequence when ``one_chunk_each`` (nothing decodes), else as many
-    whole chunks as fit. Their ``first`` is set when the batch is laid out."""
+    whole chunks as fit."""
     spans: list[Planned] = []
     scoring_room = SCORED_TOKENS_PER_STEP
     for slot in sorted(slots, key=lambda s: s.last_used):

@@ -1,14 +1,15 @@
 """The work of the scheduler's thread: start admitted jobs in their slots, run steps, sample.
 
-A step decodes what :func:`~llm_backend.step_planner.plan_step` chose in one ``llama_decode``,
-then applies it slot by slot, in plan order: a generating sequence samples its next token; a
-sequence that has just read the last chunk of its prompt samples its first one, and so does
-each follower of that prompt, from the same logits. Every event goes to the step's
-:class:`~llm_backend.generation_stream.Outbox`; a sequence that finishes leaves its slot at once.
+A step runs the decodes :func:`~llm_backend.step_planner.plan_step` chose (each prompt span
+alone, then every generating sequence's token together) and applies each one slot by slot: a
+generating sequence samples its next token; a sequence that has just read the last chunk of
+its prompt samples its first one, and so does each follower of that prompt, from the same
+logits. Every event goes to the step's :class:`~llm_backend.generation_stream.Outbox`; a
+sequence that finishes leaves its slot at once.
 
 A failure stays with its sequence: one that cannot start, or fails while sampling, gets
 :class:`GenerationFailed` and loses its slot (and the slot's cache); a decode that fails fails
-every sequence of its step. Runs only on the scheduler's thread.
+every sequence in it. Runs only on the scheduler's thread.
 """
 
 from __future__ import annotations
@@ -72,22 +73,26 @@ class StepRunner:
             self._stats.count_cached(cached)
 
     def step(self, outbox: Outbox) -> None:
-        """Run one step, if any slot has work."""
-        entries, plan = plan_step(self._cache.slots, self._context.n_batch, self._step_tokens)
-        if not entries:
+        """Run one step, if any slot has work: its decodes in order, each applied before the
+        next (a decode's logits last until the next one)."""
+        batches = plan_step(self._cache.slots, self._context.n_batch, self._step_tokens)
+        if not batches:
             return
         started = time.perf_counter()
-        try:
-            self._context.decode(entries)
-        except DecodeFailed:
-            logger.exception("a step of %s failed; failing its %d sequences", self._name, len(plan))
-            for planned in plan:
-                self._fail(planned.slot, outbox)
-            return
-        sampled = self._apply(plan, outbox)
-        prompt_tokens = sum(p.count for p in plan if p.prefill)
+        sampled = prompt_tokens = tokens = 0
+        for entries, plan in batches:
+            try:
+                self._context.decode(entries)
+            except DecodeFailed:
+                logger.exception("a step of %s failed; failing its %d sequences", self._name, len(plan))
+                for planned in plan:
+                    self._fail(planned.slot, outbox)
+                continue
+            sampled += self._apply(plan, outbox)
+            prompt_tokens += sum(p.count for p in plan if p.prefill)
+            tokens += len(entries)
         self._stats.count_step(
-            sampled, seconds=time.perf_counter() - started, prompt_tokens=prompt_tokens, tokens=len(entries)
+            sampled, seconds=time.perf_counter() - started, prompt_tokens=prompt_tokens, tokens=tokens
         )
 
     def _apply(self, plan: list[Planned], outbox: Outbox) -> int:
@@ -124,8 +129,8 @@ class StepRunner:
         ``index``; the tokens sampled."""
         sampled = 0
         for follower in self._cache.followers_of(leader):
-            generation = self._cache.adopt_prompt(follower, leader)
             try:
+                generation = self._cache.adopt_prompt(follower, leader)
                 sampled += self._sample(follower, generation, index, outbox)
             except Exception:
                 logger.exception("generation %s failed", cast(Job, follower.job).request.request_id)

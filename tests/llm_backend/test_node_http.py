@@ -101,6 +101,18 @@ def test_each_framing_is_read_whole_and_connections_are_kept() -> None:
     assert b"Authorization: Bearer k\r\n" in first and first.endswith(b'\r\n\r\n{"x": 1}')
 
 
+def test_informational_answers_before_the_real_one_are_skipped() -> None:
+    async def answer(request: bytes) -> bytes:
+        early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        return early + _chunked(b"data: [DONE]\n\n")
+
+    async def scenario() -> tuple[int, bytes, bool]:
+        async with RawNode(answer) as url:
+            return await _fetch(NodeClient(headers={}, connect_timeout=5), url)
+
+    assert asyncio.run(scenario()) == (200, b"data: [DONE]\n\n", True)
+
+
 def test_a_body_that_runs_to_the_connections_end_is_not_kept() -> None:
     async def answer(request: bytes) -> bytes:
         return b"HTTP/1.1 200 OK\r\n\r\ndata: [DONE]\n\n"

@@ -46,10 +46,13 @@ def _slot(engine: LlamaEngine, index: int, prompt_tokens: int, *, decoding: bool
 
 
 def _prompt_parts(slots: list[Slot], step_tokens: int, n_batch: int = 512) -> list[tuple[int, int, int]]:
-    """(slot index, start, count) of each prompt part of the next step."""
-    entries, plan = plan_step(slots, n_batch, step_tokens)
-    assert len(entries) == sum(p.count if p.prefill else 1 for p in plan)
-    return [(p.slot.index, p.start, p.count) for p in plan if p.prefill]
+    """(slot index, start, count) of each prompt part of the next step, in decode order."""
+    parts = []
+    for entries, plan in plan_step(slots, n_batch, step_tokens):
+        assert len(entries) == sum(p.count if p.prefill else 1 for p in plan)
+        assert [p.first for p in plan] == [sum(q.count or 1 for q in plan[:i]) for i in range(len(plan))]
+        parts += [(p.slot.index, p.start, p.count) for p in plan if p.prefill]
+    return parts
 
 
 def test_a_step_reads_whole_chunks_up_to_its_budget_while_streams_decode(engine: LlamaEngine) -> None:
@@ -71,11 +74,11 @@ def test_the_budget_is_shared_least_recently_used_first(engine: LlamaEngine) -> 
     older = _slot(engine, 2, 200, decoding=False, last_used=1.0)
 
     # the older prompt is served first (all 200 tokens), the newer takes what is left in whole
-    # chunks; in the batch, whole chunks come first and the end of a prompt after them
-    assert _prompt_parts([decoding, newer, older], step_tokens=384) == [(1, 0, 128), (2, 0, 200)]
-    entries, plan = plan_step([decoding, newer, older], 512, 384)
-    assert [p.slot.index for p in plan] == [1, 2, 0]  # the decoded token last
-    assert (entries[-1].seq, entries[-1].token) == (0, 1234)
+    # chunks; each span is decoded alone, the generating sequences' tokens last, together
+    assert _prompt_parts([decoding, newer, older], step_tokens=384) == [(2, 0, 200), (1, 0, 128)]
+    batches = plan_step([decoding, newer, older], 512, 384)
+    assert [[p.slot.index for p in plan] for _, plan in batches] == [[2], [1], [0]]
+    assert [(e.seq, e.token) for e in batches[-1][0]] == [(0, 1234)]
 
 
 def test_with_nothing_decoding_each_prompt_reads_one_chunk_a_step(engine: LlamaEngine) -> None:
