@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from llm_backend.engine import LlamaEngine
 from llm_backend.exceptions import EngineOverloaded, TooManyGenerations
-from llm_backend.model_files import resolve_model_path
 from llm_backend.scheduler import Scheduler
-from llm_backend.specs import default_spec
 from llm_backend.types import Finished, GenerationRequest, SamplingParams, TextDelta
-from tests.support import ROOT
 
 NEVER_END = ((1, -100.0), (106, -100.0))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    loaded = LlamaEngine(default_spec(), resolve_model_path(default_spec(), ROOT / "var" / "models"))
-    yield loaded
-    loaded.close()
 
 
 def _request(tokens: int, request_id: str) -> GenerationRequest:

@@ -10,31 +10,19 @@ import pytest
 
 from llm_backend.engine import LlamaEngine
 from llm_backend.exceptions import ContextLengthExceeded, EngineOverloaded, InvalidConstraint, InvalidTokens
-from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.scheduler import Scheduler
 from llm_backend.sequences import PREFILL_CHUNK
-from llm_backend.specs import default_spec
 from llm_backend.types import (
     ChatMessage,
     Finished,
     GenerationRequest,
     JsonConstraint,
     SamplingParams,
-    TextDelta,
 )
-from tests.support import ROOT
+from tests.llm_backend.generations import read_generation
 
 SYSTEM = "You are a careful assistant who answers in one short sentence. " * 8
 NEVER_END = ((1, -100.0), (106, -100.0))  # <eos> and <end_of_turn>: every sequence runs to max_tokens
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    from llm_backend.model_files import resolve_model_path
-
-    path = resolve_model_path(default_spec(), ROOT / "var" / "models")
-    loaded = LlamaEngine(default_spec(), path)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +36,11 @@ def _request(prompt: str | tuple[ChatMessage, ...], sampling: SamplingParams) ->
     return GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id="r")
 
 
-async def _read(stream: GenerationStream) -> tuple[str, Finished]:
-    text, finished = "", None
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            text += event.text
-        elif isinstance(event, Finished):
-            finished = event
-    assert finished is not None
-    return text, finished
-
-
 def _run(
     scheduler: Scheduler, prompt: str | tuple[ChatMessage, ...], sampling: SamplingParams
 ) -> tuple[str, Finished]:
     async def run() -> tuple[str, Finished]:
-        return await _read(await scheduler.submit(_request(prompt, sampling)))
+        return await read_generation(await scheduler.submit(_request(prompt, sampling)))
 
     return asyncio.run(run())
 
@@ -74,7 +51,7 @@ def _run_together(scheduler: Scheduler, requests: list[GenerationRequest]) -> li
     async def run() -> list[tuple[str, Finished]]:
         items = [(r, await scheduler.prepare(r)) for r in requests]
         streams = await scheduler.submit_many(items)
-        return list(await asyncio.gather(*(_read(s) for s in streams)))
+        return list(await asyncio.gather(*(read_generation(s) for s in streams)))
 
     return asyncio.run(run())
 

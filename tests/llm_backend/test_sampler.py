@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -11,11 +9,8 @@ import pytest
 from llm_backend import sampler as sampler_module
 from llm_backend.engine import LlamaEngine
 from llm_backend.grammars import json_grammar
-from llm_backend.model_files import resolve_model_path
 from llm_backend.sampler import TokenSampler
-from llm_backend.specs import default_spec
 from llm_backend.types import SamplingParams
-from tests.support import ROOT
 
 
 class Rows:
@@ -26,13 +21,6 @@ class Rows:
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         return self.row
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    loaded = LlamaEngine(default_spec(), resolve_model_path(default_spec(), ROOT / "var" / "models"))
-    yield loaded
-    loaded.close()
 
 
 def _sampler(engine: LlamaEngine, sampling: SamplingParams, grammar: str, *, shortlist: bool) -> TokenSampler:

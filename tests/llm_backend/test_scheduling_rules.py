@@ -4,29 +4,20 @@ the prefix cache's eviction order, and greedy and seeded outputs whatever the ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from llm_backend.engine import LlamaEngine, PreparedPrompt
-from llm_backend.model_files import resolve_model_path
 from llm_backend.prefix_cache import Slot
-from llm_backend.scheduler import GenerationStream, Scheduler
+from llm_backend.scheduler import Scheduler
 from llm_backend.sequences import PREFILL_CHUNK, Generation
-from llm_backend.specs import default_spec
 from llm_backend.step_planner import plan_step
 from llm_backend.types import Finished, GenerationRequest, SamplingParams, TextDelta
-from tests.support import ROOT
+from tests.llm_backend.generations import read_generation
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0)
 NEVER_END = ((1, -100.0), (106, -100.0))  # <eos> and <end_of_turn>
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    loaded = LlamaEngine(default_spec(), resolve_model_path(default_spec(), ROOT / "var" / "models"))
-    yield loaded
-    loaded.close()
 
 
 def _long_text(topic: str, words: int) -> str:
@@ -93,20 +84,9 @@ def _request(prompt: str, sampling: SamplingParams, request_id: str = "r") -> Ge
     return GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id=request_id)
 
 
-async def _read(stream: GenerationStream) -> tuple[str, Finished]:
-    text, finished = "", None
-    async for event in stream:
-        if isinstance(event, TextDelta):
-            text += event.text
-        elif isinstance(event, Finished):
-            finished = event
-    assert finished is not None
-    return text, finished
-
-
 def _run(scheduler: Scheduler, prompt: str, sampling: SamplingParams = GREEDY) -> tuple[str, Finished]:
     async def run() -> tuple[str, Finished]:
-        return await _read(await scheduler.submit(_request(prompt, sampling)))
+        return await read_generation(await scheduler.submit(_request(prompt, sampling)))
 
     return asyncio.run(run())
 
@@ -156,8 +136,10 @@ def test_reproducible_requests_alone_answer_the_same_whatever_the_cache_holds(
             _request("Count: one, two,", SamplingParams(max_tokens=40, temperature=0, logit_bias=NEVER_END))
         )
         assert isinstance(await anext(busy), TextDelta)  # the stream decodes ...
-        await _read(await scheduler.submit(_request(cousin, GREEDY)))  # ... while this prompt is read
-        await _read(busy)
+        await read_generation(
+            await scheduler.submit(_request(cousin, GREEDY))
+        )  # ... while this prompt is read
+        await read_generation(busy)
 
     scheduler = Scheduler(engine, slots=3, step_tokens=512)
     try:
