@@ -184,9 +184,9 @@ class RemoteHandle(GenerationHandle):
                             deadline.reschedule(loop.time() + spec.idle_timeout)
                         self._backend.stats_counter.count_step(len(events))
                     deadline.reschedule(None)  # the answer is whole: nothing after this can fail it
-                    self._finish(reader)
                     if response.keeps_connection:
-                        await _drain(lines)
+                        await _drain(lines)  # at once from a sound node; bounded, never raises
+                    self._finish(reader)
         except _Retry:
             raise
         except NodeUnreachable as exc:
