@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -245,19 +245,19 @@ def both_servers(args: argparse.Namespace, model: Path, binary: str) -> Iterator
 
 
 def check_context(model: Path, requests: Sequence[ChatRequest], n_ctx: int) -> int:
-    """The most tokens any request needs (its prompt in Gemma's chat format plus ``max_tokens``),
-    counted with the model's own tokenizer; SystemExit if that exceeds ``n_ctx``."""
-    from llama_cpp import Llama
+    """The most tokens any request needs (its prompt as this server templates and tokenizes
+    it, plus ``max_tokens``); SystemExit if that exceeds ``n_ctx``."""
+    from llm_backend.engine import LlamaEngine
+    from llm_backend.specs import default_spec
+    from llm_backend.types import ChatMessage, GenerationRequest, Role, SamplingParams
 
-    vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    engine = LlamaEngine(default_spec(), model)
     most = 0
     for request in requests:
-        text = "".join(
-            f"<start_of_turn>{role}\n{content}<end_of_turn>\n" for role, content in request.messages
-        )
-        prompt = vocab.tokenize(f"{text}<start_of_turn>model\n".encode(), add_bos=True, special=True)
-        most = max(most, len(prompt) + request.max_tokens)
-    vocab.close()
+        messages = tuple(ChatMessage(cast(Role, role), content) for role, content in request.messages)
+        chat = GenerationRequest(model=MODEL_NAME, prompt=messages, sampling=SamplingParams(), request_id="")
+        most = max(most, len(engine.prepare(chat).tokens) + request.max_tokens)
+    engine.close()
     if most > n_ctx:
         raise SystemExit(f"a request needs {most} tokens of context; a slot has {n_ctx}")
     logger.info("the longest request needs %d of a slot's %d tokens of context", most, n_ctx)

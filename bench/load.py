@@ -128,13 +128,20 @@ async def run_level(
         return LevelResult(concurrency, time.perf_counter() - started, [s for c in per_client for s in c])
 
 
-def main() -> int:
+def server_parser(description: str | None) -> argparse.ArgumentParser:
+    """A command line parser with the server's address, key and model (``--base-url``,
+    ``--api-key``, ``--model``), for the benchmarks that load any OpenAI-compatible server."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", default="sk-local")
     parser.add_argument("--model", default="gemma-3-270m")
+    return parser
+
+
+def main() -> int:
+    parser = server_parser(__doc__)
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2, help="requests per client at each level")

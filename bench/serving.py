@@ -39,6 +39,8 @@ from typing import Any
 
 import httpx
 
+from bench.load import server_parser
+
 logger = logging.getLogger("bench.serving")
 
 # The workload's shape. Lengths are in tokens, estimated from words (calibrated on Gemma 3's
@@ -575,12 +577,7 @@ def header(sweep: Sweep, model: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--api-key", default="sk-local")
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser = server_parser(__doc__)
     parser.add_argument("--rates", default="0.3,0.6,0.9", help="arrival rates, requests a second")
     add_sweep_arguments(parser)
     args = parser.parse_args()

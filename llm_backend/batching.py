@@ -105,11 +105,11 @@ class BatchContext:
         The copy goes through the serialized state, at once: llama.cpp's own copy between
         streams is only queued until the next decode, and a state saved or restored before
         then would read or be overwritten by stale cells."""
-        self.clear(target)
-        if length <= 0:
-            return True
-        state = self.save(source)
-        return bool(state) and self.restore(target, state) and self.truncate(target, length)
+        state = self.save(source) if length > 0 else b""
+        if not state:
+            self.clear(target)
+            return length <= 0
+        return self.restore(target, state) and self.truncate(target, length)
 
     def prefix_usable(self, seq: int, length: int) -> bool:
         """Whether the KV ``seq`` holds still lets it continue at ``length``.

@@ -43,15 +43,20 @@ class HostCache:
     def __len__(self) -> int:
         return len(self._saved)
 
-    def keep(self, tokens: tuple[int, ...], state: Callable[[], bytes]) -> None:
+    def keep(
+        self, tokens: tuple[int, ...], state: Callable[[], bytes], *, size: Callable[[], int] | None = None
+    ) -> None:
         """Save the state of a sequence holding ``tokens`` (``state()`` reads it, only when
-        it is worth keeping: long enough, not already held by a saved state)."""
+        it is worth keeping: long enough, not already held by a saved state, and no larger
+        than the whole cache, which ``size()``, if given, says before anything is read)."""
         if self.capacity_bytes <= 0 or len(tokens) < self.min_tokens:
             return
         for saved in self._saved:
             if saved.tokens[: len(tokens)] == tokens:
                 saved.last_used = time.monotonic()
                 return  # already here, or inside a longer one
+        if size is not None and size() > self.capacity_bytes:
+            return
         data = state()
         if not data or len(data) > self.capacity_bytes:
             return
@@ -71,7 +76,7 @@ class HostCache:
         for saved in self._saved:
             if not saved.tokens or not prompt or saved.tokens[0] != prompt[0]:
                 continue
-            length = reusable_prefix(list(saved.tokens), prompt, block)
+            length = reusable_prefix(saved.tokens, prompt, block)
             if length > best_length:
                 best, best_length = saved, length
         if best is not None:

@@ -29,6 +29,8 @@ MAX_HEAD = 65536
 READ_SIZE = 65536
 IDLE_PER_NODE = 64
 """Kept connections per node address, at most."""
+_BROKEN = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+"""What reading a cut, malformed or oversized answer raises."""
 
 
 class NodeUnreachable(Exception):
@@ -84,7 +86,7 @@ class NodeResponse:
             else:
                 while data := await reader.read(READ_SIZE):
                     yield data
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except _BROKEN as exc:
             raise NodeUnreachable(f"reading the node's answer failed ({type(exc).__name__})") from None
         self.done = True
 
@@ -157,7 +159,7 @@ class NodeClient:
                 connection.writer.write(request)
                 await connection.writer.drain()
                 return connection, await _response_head(connection)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            except _BROKEN as exc:
                 connection.close()
                 if connection.reused and not retried and _closed_unanswered(exc):
                     retried = True  # the node had closed this kept connection: once more on a new one

@@ -201,9 +201,11 @@ class PrefixCache:
 
     def _keep_in_host(self, slot: Slot) -> None:
         """Save what ``slot`` holds in the host cache before it is overwritten."""
-        host = self._host
-        if host is not None and slot.held and self._context.state_size(slot.index) <= host.capacity_bytes:
-            host.keep(tuple(slot.held), lambda: self._context.save(slot.index))
+        if self._host is not None and slot.held:
+            context, index = self._context, slot.index
+            self._host.keep(
+                tuple(slot.held), lambda: context.save(index), size=lambda: context.state_size(index)
+            )
 
 
 def _least_recently_used(slots: list[Slot]) -> Slot:

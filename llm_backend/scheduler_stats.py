@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from . import contract
 from .contract import ModelStats
@@ -28,14 +29,18 @@ RATE_WINDOW = 10.0
 _observer_failures = 0
 
 
-def _observer_failed() -> None:
-    """Log a failing step observer (the first time with its traceback, then every 1000th)."""
+def _report(call: Callable[..., None], *args: object) -> None:
+    """Call the step observer; a failure is logged (the first time with its traceback, then
+    every 1000th), never raised: metrics must not stop the scheduler."""
     global _observer_failures
-    _observer_failures += 1
-    if _observer_failures == 1:
-        logger.exception("the step observer failed; the model goes on without those metrics")
-    elif _observer_failures % 1000 == 0:
-        logger.error("the step observer has failed %d times", _observer_failures)
+    try:
+        call(*args)
+    except Exception:
+        _observer_failures += 1
+        if _observer_failures == 1:
+            logger.exception("the step observer failed; the model goes on without those metrics")
+        elif _observer_failures % 1000 == 0:
+            logger.error("the step observer has failed %d times", _observer_failures)
 
 
 class SchedulerStats:
@@ -64,10 +69,7 @@ class SchedulerStats:
         """A request took a slot after waiting ``waited`` seconds."""
         observer = contract.step_observer()
         if observer is not None:
-            try:
-                observer.admitted(self.name, waited)
-            except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
-                _observer_failed()
+            _report(observer.admitted, self.name, waited)
 
     def count_step(
         self, sampled: int, *, seconds: float | None = None, prompt_tokens: int = 0, tokens: int = 0
@@ -77,10 +79,7 @@ class SchedulerStats:
         self.computed_prompt_tokens += prompt_tokens
         observer = contract.step_observer()
         if seconds is not None and observer is not None:
-            try:
-                observer.step(self.name, seconds, prompt_tokens, tokens)
-            except Exception:  # noqa: BLE001 - metrics must never stop the scheduler
-                _observer_failed()
+            _report(observer.step, self.name, seconds, prompt_tokens, tokens)
         now = self._last_step_at = time.monotonic()
         recent = self._recent
         recent.append((now, sampled))

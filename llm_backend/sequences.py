@@ -12,7 +12,7 @@ price of that guarantee.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ fixed positions: every token of such a chunk needs its own row of logits."""
 Logits = Callable[[], npt.NDArray[np.float32]]
 
 
-def reusable_prefix(held: list[int], prompt: tuple[int, ...], block: int = PREFILL_CHUNK) -> int:
+def reusable_prefix(held: Sequence[int], prompt: tuple[int, ...], block: int = PREFILL_CHUNK) -> int:
     """How much of ``held`` a sequence for ``prompt`` may keep: the common prefix, cut down to a
     multiple of ``block`` and short of the whole prompt (its last token must be evaluated)."""
     limit = min(len(held), len(prompt) - 1)

@@ -8,7 +8,7 @@ builder below sets every field OpenAI's schema requires.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -204,25 +204,30 @@ _OBJECT = {
 }
 
 
+def _envelope(kind: type[Any], meta: ResponseMeta, choices: Sequence[Any], **fields: Any) -> Any:
+    """``kind`` built without re-validating (every value is already typed: chunks are built
+    once a token): the id, object, time, model and choices, ``fields``, and the service tier."""
+    built = kind.model_construct(
+        id=meta.id,
+        object=_OBJECT[kind.__name__],
+        created=meta.created,
+        model=meta.model,
+        choices=list(choices),
+        **fields,
+    )
+    if meta.service_tier is not None and kind in (ChatCompletion, ChatCompletionChunk):
+        built.service_tier = meta.service_tier
+    return built
+
+
 def response_body(
     kind: type[BodyT],
     meta: ResponseMeta,
     choices: Sequence[ChatChoice] | Sequence[CompletionChoice],
     usage: Usage,
 ) -> BodyT:
-    """The whole (non-streamed) response of either endpoint, with its usage. Built without
-    re-validating (every value is already typed), as it runs once a token when streaming."""
-    body = kind.model_construct(
-        id=meta.id,
-        object=_OBJECT[kind.__name__],
-        created=meta.created,
-        model=meta.model,
-        choices=list(choices),
-        usage=usage_out(usage),
-    )
-    if meta.service_tier is not None and isinstance(body, ChatCompletion):
-        body.service_tier = meta.service_tier
-    return body
+    """The whole (non-streamed) response of either endpoint, with its usage."""
+    return cast(BodyT, _envelope(kind, meta, choices, usage=usage_out(usage)))
 
 
 def stream_chunk(
@@ -235,18 +240,8 @@ def stream_chunk(
 ) -> ChunkT:
     """One streamed chunk of either endpoint: ``usage`` is null on every chunk but the last
     when the client asked for it (``include_usage``), and absent otherwise, as OpenAI sends."""
-    chunk = kind.model_construct(
-        id=meta.id,
-        object=_OBJECT[kind.__name__],
-        created=meta.created,
-        model=meta.model,
-        choices=list(choices),
-    )
-    if include_usage:
-        chunk.usage = usage_out(usage) if usage is not None else None
-    if meta.service_tier is not None and isinstance(chunk, ChatCompletionChunk):
-        chunk.service_tier = meta.service_tier
-    return chunk
+    fields = {"usage": usage_out(usage) if usage is not None else None} if include_usage else {}
+    return cast(ChunkT, _envelope(kind, meta, choices, **fields))
 
 
 def chat_chunk_choice(
