@@ -29,12 +29,17 @@ from .exceptions import ModelLoadError
 
 @dataclass(frozen=True, slots=True)
 class BatchEntry:
-    """One token of one sequence in a step; ``output`` asks for its logits."""
+    """One token of one sequence in a step; ``output`` asks for its logits.
+
+    A ``pad`` entry only keeps a run of sequence ids unbroken (see
+    :func:`~llm_backend.step_planner.plan_step`): it goes at the next free position of its
+    sequence, whatever ``position`` says, asks for no logits and is removed after the decode."""
 
     token: int
     position: int
     seq: int
     output: bool
+    pad: bool = False
 
 
 class DecodeFailed(RuntimeError):
@@ -69,17 +74,27 @@ class BatchContext:
         self.n_vocab = engine.n_vocab
 
     def decode(self, entries: Sequence[BatchEntry]) -> None:
-        """Evaluate ``entries`` in one ``llama_decode``; their logits are then readable by index."""
+        """Evaluate ``entries`` in one ``llama_decode``; their logits are then readable by index.
+        Padding entries leave their sequences as they were."""
         batch = self._batch
         batch.n_tokens = len(entries)
         token, pos, n_seq, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        pads: list[tuple[int, int]] = []
         for i, entry in enumerate(entries):
+            position = entry.position
+            if entry.pad:
+                position = int(llama_c.llama_memory_seq_pos_max(self._memory, entry.seq)) + 1
+                pads.append((entry.seq, position))
             token[i] = entry.token
-            pos[i] = entry.position
+            pos[i] = position
             n_seq[i] = 1
             seq_id[i][0] = entry.seq
-            logits[i] = entry.output
-        status = llama_c.llama_decode(self._ctx, batch)
+            logits[i] = entry.output and not entry.pad
+        try:
+            status = llama_c.llama_decode(self._ctx, batch)
+        finally:
+            for seq, position in pads:
+                llama_c.llama_memory_seq_rm(self._memory, seq, position, -1)
         if status != 0:
             raise DecodeFailed(f"llama_decode returned {status} for a batch of {len(entries)} tokens")
 

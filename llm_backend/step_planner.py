@@ -32,6 +32,8 @@ DEFAULT_STEP_TOKENS = 512
 # Prompt tokens scored (echo with logprobs) per step, in all: each needs a row of logits of
 # the whole vocabulary (1 MB here) and a log-softmax over it, and the running streams wait.
 SCORED_TOKENS_PER_STEP = SCORING_CHUNK
+PAD_TOKEN = 0
+"""The token of a padding entry (any id does: nothing reads its result)."""
 
 
 @dataclass(eq=False)
@@ -50,10 +52,23 @@ Batch = tuple[list[BatchEntry], list[Planned]]
 """One ``llama_decode``: its entries, and each slot's part of them (``first`` indexes them)."""
 
 
-def plan_step(slots: Sequence[Slot], n_batch: int, step_tokens: int = DEFAULT_STEP_TOKENS) -> list[Batch]:
+def plan_step(
+    slots: Sequence[Slot],
+    n_batch: int,
+    step_tokens: int = DEFAULT_STEP_TOKENS,
+    *,
+    capacity: int | None = None,
+) -> list[Batch]:
     """The decodes of the next step, in order: each prompt span on its own, then the next
     token of every generating sequence together (by slot). At most ``n_batch`` entries in all,
     at most ``step_tokens`` of them prompt (never less than one chunk) while streams decode.
+
+    llama.cpp computes each run of consecutive sequence ids in a micro-batch of its own, and
+    every micro-batch reads all the weights again (the cost of a whole step at this size). So
+    a slot between two generating ones that is not generating (free, or reading its prompt)
+    gets a padding entry that keeps the run whole: it costs one more row, never its logits,
+    and is removed after the decode. ``capacity`` (positions a sequence holds) leaves a full
+    sequence unpadded.
 
     A prompt span is decoded apart because llama.cpp, whose sequences here each have their own
     KV stream, splits a mixed batch into micro-batches of equal tokens per sequence: a span's
@@ -77,14 +92,32 @@ def plan_step(slots: Sequence[Slot], n_batch: int, step_tokens: int = DEFAULT_ST
         ]
         batches.append((entries, [span]))
     if decoding:
-        entries, plan = [], []
-        for slot in decoding:  # by slot: llama.cpp batches runs of consecutive sequence ids
-            generation = slot.generation
-            assert generation is not None and generation.next_token is not None
-            plan.append(Planned(slot, first=len(entries)))
-            entries.append(BatchEntry(generation.next_token, len(slot.held), slot.index, True))
-        batches.append((entries, plan))
+        batches.append(_decode_batch(slots, decoding, batches, capacity))
     return batches
+
+
+def _decode_batch(
+    slots: Sequence[Slot], decoding: list[Slot], spans: list[Batch], capacity: int | None
+) -> Batch:
+    """The generating sequences' next tokens by slot, the gaps between them padded."""
+    ends = {plan[0].slot.index: plan[0].start + plan[0].count for _, plan in spans}
+    by_index = {slot.index: slot for slot in slots}
+    generating = {slot.index for slot in decoding}
+    entries: list[BatchEntry] = []
+    plan: list[Planned] = []
+    for index in range(min(generating), max(generating) + 1):
+        slot = by_index.get(index)
+        if slot is None:
+            continue
+        generation = slot.generation
+        if index in generating and generation is not None and generation.next_token is not None:
+            plan.append(Planned(slot, first=len(entries)))
+            entries.append(BatchEntry(generation.next_token, len(slot.held), index, True))
+            continue
+        position = ends.get(index, len(slot.held))
+        if capacity is None or position + 1 < capacity:
+            entries.append(BatchEntry(PAD_TOKEN, position, index, False, pad=True))
+    return entries, plan
 
 
 def _prompt_spans(slots: Sequence[Slot], room: int, *, one_chunk_each: bool) -> list[Planned]:

@@ -75,7 +75,9 @@ class StepRunner:
     def step(self, outbox: Outbox) -> None:
         """Run one step, if any slot has work: its decodes in order, each applied before the
         next (a decode's logits last until the next one)."""
-        batches = plan_step(self._cache.slots, self._context.n_batch, self._step_tokens)
+        batches = plan_step(
+            self._cache.slots, self._context.n_batch, self._step_tokens, capacity=self._engine.n_ctx
+        )
         if not batches:
             return
         started = time.perf_counter()
@@ -90,7 +92,7 @@ class StepRunner:
                 continue
             sampled += self._apply(plan, outbox)
             prompt_tokens += sum(p.count for p in plan if p.prefill)
-            tokens += len(entries)
+            tokens += sum(1 for entry in entries if not entry.pad)
         self._stats.count_step(
             sampled, seconds=time.perf_counter() - started, prompt_tokens=prompt_tokens, tokens=tokens
         )

@@ -40,8 +40,9 @@ def _prompt_parts(slots: list[Slot], step_tokens: int, n_batch: int = 512) -> li
     """(slot index, start, count) of each prompt part of the next step, in decode order."""
     parts = []
     for entries, plan in plan_step(slots, n_batch, step_tokens):
-        assert len(entries) == sum(p.count if p.prefill else 1 for p in plan)
-        assert [p.first for p in plan] == [sum(q.count or 1 for q in plan[:i]) for i in range(len(plan))]
+        real = [i for i, entry in enumerate(entries) if not entry.pad]
+        assert len(real) == sum(p.count if p.prefill else 1 for p in plan)
+        assert all(entries[p.first].seq == p.slot.index and not entries[p.first].pad for p in plan)
         parts += [(p.slot.index, p.start, p.count) for p in plan if p.prefill]
     return parts
 
@@ -78,6 +79,63 @@ def test_with_nothing_decoding_each_prompt_reads_one_chunk_a_step(engine: LlamaE
     second = _slot(engine, 1, 100, decoding=False, last_used=2.0)
 
     assert _prompt_parts([first, second], step_tokens=512) == [(0, 0, 64), (1, 0, 64)]
+
+
+def test_slots_between_generating_ones_are_padded_so_they_decode_in_one_run(engine: LlamaEngine) -> None:
+    """llama.cpp computes each run of consecutive sequence ids apart, reading every weight
+    again; a padding row per gap keeps the generating sequences in one run."""
+    first = _slot(engine, 0, 40, decoding=True, last_used=1.0)
+    free = Slot(1, held=list(range(10)), last_used=0.2)
+    reading = _slot(engine, 2, 100, decoding=False, last_used=0.5)
+    last = _slot(engine, 4, 40, decoding=True, last_used=1.0)
+    first.held, last.held = list(range(40)), list(range(40))
+    slots = [first, free, reading, Slot(3, last_used=0.1), last]
+
+    *spans, (entries, plan) = plan_step(slots, 512, 512, capacity=4096)
+
+    assert [(e.seq, e.pad, e.output) for e in entries] == [
+        (0, False, True),
+        (1, True, False),
+        (2, True, False),
+        (3, True, False),
+        (4, False, True),
+    ]
+    assert [(p.slot.index, p.first) for p in plan] == [(0, 0), (4, 4)]
+    assert [plan[0].slot.index for _, plan in spans] == [2]
+    # a sequence with no room for one more position is left out (the run splits there)
+    *_, (entries, _) = plan_step(slots, 512, 512, capacity=11)
+    assert [(e.seq, e.pad) for e in entries] == [(0, False), (3, True), (4, False)]
+    # no gaps, no padding
+    *_, (entries, _) = plan_step([first, Slot(1, last_used=0.0)], 512, 512, capacity=4096)
+    assert [(e.seq, e.pad) for e in entries] == [(0, False)]
+
+
+def test_a_padding_row_leaves_its_sequence_as_it_was(engine: LlamaEngine) -> None:
+    from llm_backend.batching import BatchContext, BatchEntry
+
+    context = BatchContext(engine, slots=3)
+    prompt = [1000 + i for i in range(40)]
+    try:
+        for seq in range(3):
+            context.decode([BatchEntry(t, i, seq, i == 39) for i, t in enumerate(prompt)])
+        context.decode([BatchEntry(2000, 40, 1, True)])
+        before = context.logits(0).copy()
+        context.truncate(1, 40)
+        size = context.state_size(1)
+
+        padded = [
+            BatchEntry(2000, 40, 0, True),
+            BatchEntry(0, 0, 1, False, pad=True),
+            BatchEntry(2000, 40, 2, True),
+        ]
+        context.decode(padded)
+        assert context.state_size(1) == size  # the padding row is gone again
+        context.decode([BatchEntry(2000, 40, 1, True)])  # llama.cpp refuses a gap in positions
+        after = context.logits(0).copy()
+    finally:
+        context.close()
+
+    assert (before == after).all()
 
 
 def _request(prompt: str, sampling: SamplingParams, request_id: str = "r") -> GenerationRequest:
