@@ -259,6 +259,7 @@ class Record:
     output_tokens: int = 0
     deltas: int = 0
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None
     status: int | None = None
     error: str | None = None
 
@@ -331,6 +332,7 @@ class Summary:
     goodput_rate: float
     mean_prompt_tokens: float
     mean_output_tokens: float
+    mean_cached_tokens: float = float("nan")
     error_kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -344,6 +346,7 @@ def summarize(rate: float, records: Sequence[Record], slo: Slo) -> Summary:
     ttfts = [t for r in ok if (t := r.ttft) is not None]
     tpots = [t for r in ok if (t := r.tpot) is not None]
     prompts = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
+    cached = [r.cached_tokens for r in ok if r.cached_tokens is not None]
     errors: dict[str, int] = {}
     for r in records:
         if r.error is not None:
@@ -364,6 +367,7 @@ def summarize(rate: float, records: Sequence[Record], slo: Slo) -> Summary:
         goodput_rate=good / wall,
         mean_prompt_tokens=sum(prompts) / len(prompts) if prompts else float("nan"),
         mean_output_tokens=sum(r.output_tokens for r in ok) / len(ok) if ok else float("nan"),
+        mean_cached_tokens=sum(cached) / len(cached) if cached else float("nan"),
         error_kinds=errors,
     )
 
@@ -373,7 +377,7 @@ def table(summaries: Iterable[Summary], slo: Slo) -> list[str]:
     rows = [
         f"| rate | reqs | done req/s | out tok/s | TTFT p50 / p95 / p99 s | TPOT p50 / p95 / p99 ms "
         f"| errors | refused | within SLO (TTFT ≤ {slo.ttft:g} s, TPOT ≤ {slo.tpot * 1000:g} ms) "
-        f"| goodput req/s | prompt / output tok |",
+        f"| goodput req/s | prompt (cached) / output tok |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
@@ -382,7 +386,8 @@ def table(summaries: Iterable[Summary], slo: Slo) -> list[str]:
         rows.append(
             f"| {s.rate:g} | {s.requests} | {s.request_rate:.2f} | {s.output_tokens_per_second:.1f} "
             f"| {ttft} | {tpot} | {s.errors} | {s.refused} | {s.goodput_fraction * 100:.0f} % "
-            f"| {s.goodput_rate:.2f} | {s.mean_prompt_tokens:.0f} / {s.mean_output_tokens:.0f} |"
+            f"| {s.goodput_rate:.2f} | {s.mean_prompt_tokens:.0f} ({s.mean_cached_tokens:.0f}) "
+            f"/ {s.mean_output_tokens:.0f} |"
         )
     return rows
 
@@ -412,6 +417,12 @@ def _read_chunk(record: Record, chunk: dict[str, Any], now: float) -> None:
     if usage:
         record.output_tokens = int(usage.get("completion_tokens") or 0)
         record.prompt_tokens = usage.get("prompt_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+        if details.get("cached_tokens") is not None:
+            record.cached_tokens = int(details["cached_tokens"])
+    timings = chunk.get("timings")  # llama-server's own figures, on its last chunk
+    if timings and record.cached_tokens is None and timings.get("cache_n") is not None:
+        record.cached_tokens = int(timings["cache_n"])
     choices = chunk.get("choices") or []
     if choices and (choices[0].get("delta") or {}).get("content"):
         record.deltas += 1
