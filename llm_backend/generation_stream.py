@@ -56,7 +56,7 @@ class GenerationStream(QueuedEventStream):
 
 
 class Outbox:
-    """Events produced during one step, delivered with one wake-up per event loop."""
+    """Events produced by one decode of a step, delivered with one wake-up per event loop."""
 
     def __init__(self) -> None:
         self._items: dict[asyncio.AbstractEventLoop, list[tuple[Job, object]]] = {}

@@ -73,8 +73,8 @@ class StepRunner:
             self._stats.count_cached(cached)
 
     def step(self, outbox: Outbox) -> None:
-        """Run one step, if any slot has work: its decodes in order, each applied before the
-        next (a decode's logits last until the next one)."""
+        """Run one step, if any slot has work: its decodes in order, each applied (and what it
+        produced sent) before the next (a decode's logits last until the next one)."""
         batches = plan_step(
             self._cache.slots, self._context.n_batch, self._step_tokens, capacity=self._engine.n_ctx
         )
@@ -91,6 +91,7 @@ class StepRunner:
                     self._fail(planned.slot, outbox)
                 continue
             sampled += self._apply(plan, outbox)
+            outbox.send()  # a prompt's first token goes out now, not after the rest of the step
             prompt_tokens += sum(p.count for p in plan if p.prefill)
             tokens += sum(1 for entry in entries if not entry.pad)
         self._stats.count_step(

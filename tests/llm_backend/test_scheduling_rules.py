@@ -138,6 +138,54 @@ def test_a_padding_row_leaves_its_sequence_as_it_was(engine: LlamaEngine) -> Non
     assert (before == after).all()
 
 
+def test_a_new_prompts_first_token_is_sent_before_the_running_streams_decode(engine: LlamaEngine) -> None:
+    """A step reads the new prompt, then decodes the running streams: the prompt's first token
+    is handed to its caller between the two, not after the whole step."""
+    from llm_backend.batching import BatchContext
+    from llm_backend.generation_stream import Job, Outbox
+    from llm_backend.prefix_cache import PrefixCache
+    from llm_backend.scheduler_stats import SchedulerStats
+    from llm_backend.step_runner import StepRunner
+
+    log: list[str] = []
+
+    class RecordingOutbox(Outbox):
+        def send(self) -> None:
+            log.extend(
+                sorted(
+                    {f"sent {job.request.request_id}" for items in self._items.values() for job, _ in items}
+                )
+            )
+            super().send()
+
+    context = BatchContext(engine, slots=2)
+    decode = context.decode
+    context.decode = lambda entries: (
+        log.append(f"decode {sorted({e.seq for e in entries})}") or decode(entries)
+    )  # type: ignore[method-assign]
+    cache = PrefixCache(context, slots=2, prefix_block=PREFILL_CHUNK)
+    runner = StepRunner(engine, context, cache, SchedulerStats("m"), Generation, step_tokens=512)
+    loop = asyncio.new_event_loop()
+    outbox = RecordingOutbox()
+
+    def job(request_id: str, prompt: str) -> Job:
+        request = _request(prompt, GREEDY, request_id)
+        return Job(request=request, prepared=engine.prepare(request), loop=loop)
+
+    try:
+        runner.admit(job("running", "One, two, three,"), outbox)
+        runner.step(outbox)  # its prompt, and its first token
+        runner.admit(job("new", "Red, green, blue,"), outbox)
+        log.clear()
+        runner.step(outbox)
+        outbox.send()  # what the scheduler's loop does after each step
+    finally:
+        context.close()
+        loop.close()
+
+    assert log == ["decode [1]", "sent new", "decode [0]", "sent running"]
+
+
 def _request(prompt: str, sampling: SamplingParams, request_id: str = "r") -> GenerationRequest:
     return GenerationRequest(model="m", prompt=prompt, sampling=sampling, request_id=request_id)
 
