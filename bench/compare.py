@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import subprocess
@@ -135,21 +136,26 @@ def _wait_ready(base_url: str, api_key: str, process: subprocess.Popen[bytes]) -
 
 
 @contextmanager
-def ours(port: int, slots: int, prefix_block: int, workdir: Path) -> Iterator[Running]:
+def ours(
+    port: int, slots: int, prefix_block: int, workdir: Path, cpus: set[int] | None = None
+) -> Iterator[Running]:
     env = {
         "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
         "LLM_SLOTS": str(slots),
         "LLM_N_CTX": str(SLOT_CTX),
         "LLM_PREFIX_BLOCK": str(prefix_block),
     }
-    with serve_this_server("ours", port, env, workdir) as running:
+    with serve_this_server("ours", port, env, workdir, cpus) as running:
         yield running
 
 
 @contextmanager
-def serve_this_server(name: str, port: int, env: dict[str, str], workdir: Path) -> Iterator[Running]:
+def serve_this_server(
+    name: str, port: int, env: dict[str, str], workdir: Path, cpus: set[int] | None = None
+) -> Iterator[Running]:
     """This server under uvicorn (one worker) on ``port``, its database in ``workdir``, with
-    ``env`` added to the environment; a new API key made for the benchmark."""
+    ``env`` added to the environment; a new API key made for the benchmark. ``cpus`` pins it
+    (and the decode threads it starts, one a CPU) to those CPUs."""
     env = {
         **os.environ,
         "SECRET_KEY": "bench-only-secret-key",
@@ -173,7 +179,10 @@ def serve_this_server(name: str, port: int, env: dict[str, str], workdir: Path) 
         "--no-access-log",
     ]
     log = (workdir / f"{name}.log").open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin
+    )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/v1", key, process)
         yield Running(name, f"http://127.0.0.1:{port}/v1", key, process)

@@ -1,6 +1,7 @@
 """What a gateway costs: the same load straight to a node and through this server in front of it.
 
-    .venv/bin/python -m bench.gateway [--concurrency 1,8] [--rounds 4] [--repeats 2] [--max-tokens 128]
+    .venv/bin/python -m bench.gateway [--concurrency 1,8] [--rounds 4] [--repeats 2]
+        [--max-tokens 128] [--pin]
 
 Starts one node (this server on the default model, one uvicorn worker) and a gateway (this
 server with one ``kind = "remote"`` model whose only upstream is that node, no model of its
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -29,7 +31,7 @@ logger = logging.getLogger("bench.gateway")
 
 
 @contextmanager
-def gateway(port: int, node: Running, workdir: Path) -> Iterator[Running]:
+def gateway(port: int, node: Running, workdir: Path, cpus: set[int] | None = None) -> Iterator[Running]:
     models = workdir / "gateway-models.toml"
     entry = {
         "name": MODEL_NAME,
@@ -42,7 +44,7 @@ def gateway(port: int, node: Running, workdir: Path) -> Iterator[Running]:
     var = workdir / "gateway"
     var.mkdir()
     env = {"LLM_MODELS_FILE": str(models), "NODE_API_KEY": node.api_key}
-    with serve_this_server("gateway", port, env, var) as running:
+    with serve_this_server("gateway", port, env, var, cpus) as running:
         yield running
 
 
@@ -54,14 +56,28 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="requests per client at each level")
     parser.add_argument("--repeats", type=int, default=2, help="runs per path and level, alternating; pooled")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the node on the first CPU, the gateway and this client on the others "
+        "(as if the gateway ran on a machine of its own)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     levels = [int(c) for c in args.concurrency.split(",")]
+    node_cpus = front_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least two CPUs")
+        node_cpus, front_cpus = {cpus[0]}, set(cpus[1:])
+        os.sched_setaffinity(0, front_cpus)
+        logger.info("node on CPU %s; gateway and client on CPUs %s", cpus[0], sorted(front_cpus))
     results: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ours(18441, 8, 64, Path(tmp)) as node,
-        gateway(18442, node, Path(tmp)) as front,
+        ours(18441, 8, 64, Path(tmp), node_cpus) as node,
+        gateway(18442, node, Path(tmp), front_cpus) as front,
     ):
         paths = {"direct": node, "gateway": front}
         for running in paths.values():  # one warm-up request each
@@ -89,6 +105,8 @@ def main() -> int:
                     LevelResult(level, sum(r.wall for r in done), [s for r in done for s in r.samples])
                 )
     out = [f"\nmodel={MODEL_NAME} max_tokens={args.max_tokens} rounds={args.rounds} repeats={args.repeats}"]
+    if node_cpus is not None and front_cpus is not None:
+        out[0] += f" pinned: node CPU {sorted(node_cpus)}, gateway and client {sorted(front_cpus)}"
     for name, rows in results.items():
         out += [f"\n{name}", HEADER, *(r.row() for r in rows)]
     out += [

@@ -42,6 +42,15 @@ class BatchEntry:
     pad: bool = False
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's cpuset), not
+    the machine's count: a decode thread more than there are CPUs makes every step wait for it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class DecodeFailed(RuntimeError):
     """llama_decode refused a batch (no room in the KV cache, or an internal error)."""
 
@@ -53,7 +62,7 @@ class BatchContext:
         spec = engine.spec
         self.engine = engine
         self.n_batch = max(spec.n_batch, slots)
-        threads = spec.n_threads or os.cpu_count() or 1
+        threads = spec.n_threads or usable_cpus()
         params = llama_c.llama_context_default_params()
         params.n_ctx = engine.n_ctx * slots
         params.n_batch = self.n_batch

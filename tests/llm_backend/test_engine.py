@@ -198,3 +198,24 @@ def test_random_requests_reuse_any_shared_prefix_reproducible_ones_whole_chunks(
 
     assert random_end.usage.cached_tokens == random_end.usage.prompt_tokens - 1
     assert greedy_end.usage.cached_tokens == seeded_end.usage.cached_tokens == 0
+
+
+def test_decode_threads_follow_the_cpus_the_process_may_use() -> None:
+    """A container's or taskset's cpuset, not the machine's CPU count (one thread a CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from llm_backend.batching import usable_cpus; print(usable_cpus())"
+    )
+    from llm_backend.batching import usable_cpus
+    from tests.support import ROOT
+
+    pinned = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+
+    assert pinned.stdout.strip() == "1"
+    assert usable_cpus() == len(os.sched_getaffinity(0))
