@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.serving --base-url http://127.0.0.1:8000/v1 --api-key K \\
         --model gemma-3-270m --rates 0.3,0.6,0.9 --requests 60 --seed 0
 
-The workload is a seeded chat mix, the same request for request on every server measured:
+The workload is a seeded chat mix, the same request for request on every server measured
+(and new conversations at each rate of a sweep, so an earlier rate's prompts cannot be replayed
+from a cache):
 a few shared system prompts (about 100 to 400 tokens), multi-turn conversations whose later
 turns carry the earlier ones (fixed canned assistant replies, so every server gets the same
 prompt bytes), prompts of about 300 tokens on average from a wide distribution, ``max_tokens``
@@ -498,6 +500,10 @@ async def run_rate(
     return records
 
 
+RATE_SEED_STEP = 1_000_003
+"""How far apart the workload seeds of a sweep's rates are."""
+
+
 @dataclass(frozen=True)
 class Sweep:
     """What to run at every rate: the workload, how many requests (or for how long), the SLO."""
@@ -511,12 +517,15 @@ class Sweep:
     gap: float
 
     def plan(self, rate: float) -> tuple[list[ChatRequest], list[float]]:
-        """The requests and their send times at ``rate``: the same requests at every rate."""
+        """The requests and their send times at ``rate``: the same for every server, and other
+        conversations at each rate of the sweep (the system prompts stay the same), so no
+        server's prompt cache answers a request because it saw the same one at an earlier rate."""
         if self.duration is not None:
             arrivals = arrivals_within(self.seed, rate, self.duration)
         else:
             arrivals = poisson_arrivals(self.seed, rate, self.requests)
-        return build_workload(self.seed, len(arrivals), self.output_scale), arrivals
+        conversations = self.seed + RATE_SEED_STEP * self.rates.index(rate)
+        return build_workload(conversations, len(arrivals), self.output_scale), arrivals
 
 
 def measure(target: Target, sweep: Sweep, rate: float) -> tuple[Summary, list[Record]]:

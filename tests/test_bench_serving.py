@@ -19,6 +19,7 @@ from bench.serving import (
     Record,
     Slo,
     Summary,
+    Sweep,
     Target,
     build_workload,
     estimate_tokens,
@@ -41,6 +42,17 @@ def test_the_same_seed_gives_the_same_requests_and_another_seed_others() -> None
     assert _bodies(first) == _bodies(again)
     assert _bodies(first) != _bodies(other)
     assert _bodies(build_workload(0, 50)) == _bodies(first)[:50]
+
+
+def test_each_rate_of_a_sweep_gets_other_conversations_with_the_same_system_prompts() -> None:
+    """A server that cached an earlier rate's prompts must not answer a later rate from it."""
+    sweep = Sweep(rates=(0.3, 0.6), seed=0, requests=40, duration=None, output_scale=1.0, slo=Slo(), gap=0.0)
+    (slow, _), (fast, _), (again, _) = sweep.plan(0.3), sweep.plan(0.6), sweep.plan(0.3)
+
+    assert _bodies(slow) == _bodies(again)
+    assert not set(_bodies(slow)) & set(_bodies(fast))
+    systems = {m["content"] for r in slow + fast for m in r.body("m")["messages"] if m["role"] == "system"}
+    assert systems and systems <= set(system_prompts())
 
 
 def test_the_mix_has_its_shares_lengths_and_shared_system_prompts() -> None:
