@@ -153,9 +153,9 @@ def ours(
 def serve_this_server(
     name: str, port: int, env: dict[str, str], workdir: Path, cpus: set[int] | None = None
 ) -> Iterator[Running]:
-    """This server under uvicorn (one worker) on ``port``, its database in ``workdir``, with
-    ``env`` added to the environment; a new API key made for the benchmark. ``cpus`` pins it
-    (and the decode threads it starts, one a CPU) to those CPUs."""
+    """This server under ``python -m inference_site.serve`` (one worker) on ``port``, its
+    database in ``workdir``, with ``env`` added to the environment; a new API key made for the
+    benchmark. ``cpus`` pins it (and the decode threads it starts, one a CPU) to those CPUs."""
     env = {
         **os.environ,
         "SECRET_KEY": "bench-only-secret-key",
@@ -169,15 +169,9 @@ def serve_this_server(
         [python, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=env, check=True, capture_output=True
     )
     key = created.stdout.decode().strip().splitlines()[-1]
-    command = [
-        python,
-        "-m",
-        "uvicorn",
-        "inference_site.asgi:application",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
+    # The launcher `make serve` runs (its protocol, event loop and limits); LOG_LEVEL=WARNING
+    # above keeps its access log quiet.
+    command = [python, "-m", "inference_site.serve", "--port", str(port)]
     log = (workdir / f"{name}.log").open("wb")
     pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
     process = subprocess.Popen(

@@ -1,14 +1,16 @@
 """What a gateway costs: the same load straight to a node and through this server in front of it.
 
     .venv/bin/python -m bench.gateway [--concurrency 1,8] [--rounds 4] [--repeats 2]
-        [--max-tokens 128] [--pin]
+        [--max-tokens 128] [--pin] [--node model|scripted] [--scripted-rate 50]
 
 Starts one node (this server on the default model, one uvicorn worker) and a gateway (this
 server with one ``kind = "remote"`` model whose only upstream is that node, no model of its
 own), then runs bench/load.py's streaming load at each level straight to the node and through
 the gateway, interleaved (who goes first alternates each repeat), and prints both tables and
 the ratios: tokens/s through the gateway over direct, and the difference of the median first
-token. Progress goes to the log on stderr; the tables to stdout.
+token. ``--node scripted`` serves a scripted model instead (no weights: its first token at
+once, then ``--scripted-rate`` tokens a second), so the difference is the gateway's own
+latency, without a model's noise. Progress goes to the log on stderr; the tables to stdout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,28 @@ from bench.compare import MODEL_NAME, Running, ours, serve_this_server
 from bench.load import HEADER, LevelResult, run_level
 
 logger = logging.getLogger("bench.gateway")
+
+
+@contextmanager
+def scripted_node(
+    port: int, workdir: Path, max_tokens: int, rate: float, cpus: set[int] | None = None
+) -> Iterator[Running]:
+    """This server serving a scripted model named like the default one: ``max_tokens``
+    tokens a reply, ``rate`` a second (0: as fast as it can), the first one at once."""
+    models = workdir / "node-models.toml"
+    entry = {
+        "name": MODEL_NAME,
+        "kind": "scripted",
+        "n_ctx": 4096,
+        "reply_tokens": max_tokens,
+        "tokens_per_second": rate,
+        "slots": 16,
+    }
+    models.write_text("[[models]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))
+    var = workdir / "node"
+    var.mkdir()
+    with serve_this_server("node", port, {"LLM_MODELS_FILE": str(models)}, var, cpus) as running:
+        yield running
 
 
 @contextmanager
@@ -57,6 +81,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per path and level, alternating; pooled")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument(
+        "--node",
+        choices=("model", "scripted"),
+        default="model",
+        help="the node serves the default model, or a scripted one (the gateway's own latency)",
+    )
+    parser.add_argument("--scripted-rate", type=float, default=50.0, help="a scripted node's tokens a second")
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the node on the first CPU, the gateway and this client on the others "
@@ -76,7 +107,11 @@ def main() -> int:
     results: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ours(18441, 8, 64, Path(tmp), node_cpus) as node,
+        (
+            ours(18441, 8, 64, Path(tmp), node_cpus)
+            if args.node == "model"
+            else scripted_node(18441, Path(tmp), args.max_tokens, args.scripted_rate, node_cpus)
+        ) as node,
         gateway(18442, node, Path(tmp), front_cpus) as front,
     ):
         paths = {"direct": node, "gateway": front}
@@ -104,7 +139,11 @@ def main() -> int:
                 results[name].append(
                     LevelResult(level, sum(r.wall for r in done), [s for r in done for s in r.samples])
                 )
-    out = [f"\nmodel={MODEL_NAME} max_tokens={args.max_tokens} rounds={args.rounds} repeats={args.repeats}"]
+    node_words = "" if args.node == "model" else f" node=scripted ({args.scripted_rate:g} tok/s)"
+    out = [
+        f"\nmodel={MODEL_NAME}{node_words} max_tokens={args.max_tokens} rounds={args.rounds} "
+        f"repeats={args.repeats}"
+    ]
     if node_cpus is not None and front_cpus is not None:
         out[0] += f" pinned: node CPU {sorted(node_cpus)}, gateway and client {sorted(front_cpus)}"
     for name, rows in results.items():

@@ -7,6 +7,10 @@ busy decoding cost milliseconds each. ``/v1`` requests authenticate with API key
 none of it: :class:`ApiHandler` runs them through :data:`API_MIDDLEWARE` only, whose
 security and frame headers are set inline on the event loop (they do no I/O).
 
+Its ``handle`` also skips Django's two remaining hops (``request_started`` sent through
+``sync_to_async``, the response closed through it): the key lookup recycles the ORM thread's
+connection in its own hop instead.
+
 It also authenticates before Django reads the body: a request without a valid key is
 answered (401, through the same middleware and view wrapper, so with the same headers and
 request-log row) with its body never read.
@@ -15,14 +19,18 @@ request-log row) with its body never read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.urls import set_script_prefix
 
 from openai_api.auth import scope_authenticate
 
@@ -73,6 +81,61 @@ class ApiHandler(ASGIHandler):
             await self.handle(scope, _UnreadBody(), _closing(send) if _has_body(scope) else send)
             return
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        """Django's ``ASGIHandler.handle`` without its two thread hops.
+
+        Django sends ``request_started`` with ``asend`` (its receivers, ``reset_queries`` and
+        ``close_old_connections``, are synchronous, so they run through ``sync_to_async``) and
+        closes the response through ``sync_to_async`` (its ``request_finished`` receivers).
+        Both exist to recycle the ORM thread's database connection; here the key lookup does
+        that in the one hop it makes anyway (:func:`openai_api.auth.scope_authenticate`), so
+        ``request_started`` is not sent and the response is closed on the event loop, where
+        ``request_finished``'s receivers find no connection of their own to close. Everything
+        else (the body, the request, the disconnect listener, the response) is Django's own.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None  # Django gives one or the other
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request() -> HttpResponseBase:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went during the send
+                await self.send_response(response, send)
+            return response
+
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        processing = asyncio.create_task(process_request())
+        await asyncio.wait((listener, processing), return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, processing):  # the listener first: it must not keep the view
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = processing.result()
+        except asyncio.CancelledError:
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            response.close()
+        body_file.close()
 
     def load_middleware(self, is_async: bool = False) -> None:
         site_middleware = settings.MIDDLEWARE

@@ -1,4 +1,4 @@
-"""uvicorn's h11 protocol with a deadline for request headers and a cap on open connections.
+"""uvicorn's httptools protocol with a deadline for request headers and a cap on open connections.
 
 uvicorn's own options leave two holes: ``timeout_keep_alive`` is armed only after a response,
 and any byte received cancels it, so a connection that never completes its request headers
@@ -7,30 +7,30 @@ and ``limit_concurrency`` answers 503 to *requests* while still accepting and ho
 connection, so idle sockets can use up the process's file descriptors until ``accept`` fails
 ("Too many open files") and nobody, ``/health`` included, gets in.
 
-:class:`BoundedH11Protocol` closes a connection that has not delivered a complete request
+:class:`BoundedHttpToolsProtocol` closes a connection that has not delivered a complete request
 head within ``HTTP_HEADER_TIMEOUT`` seconds of opening (or of its previous response ending,
 on a kept-alive connection); sending slowly does not extend the deadline. And it keeps at
 most ``HTTP_MAX_CONNECTIONS`` connections per process: a new connection beyond that closes
 the connection that has waited longest for its request headers (an idle or half-sent one),
 or, when every connection is busy with a request, is itself closed at once.
 
+httptools parses in C (llhttp, Node.js's parser); uvicorn's other protocol, h11, parses in
+Python, and a gateway relaying every request spent a visible share of its time there.
 Selected by ``python -m inference_site.serve`` (or ``uvicorn --http
-inference_site.http_protocol:BoundedH11Protocol``).
+inference_site.http_protocol:BoundedHttpToolsProtocol``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
 from typing import Any
 
-import h11
 from django.conf import settings
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,13 @@ logger = logging.getLogger(__name__)
 _WARN_EVERY_S = 60.0
 
 # Per server: the connections waiting for request headers, oldest wait first.
-_waiting: weakref.WeakKeyDictionary[ServerState, dict[BoundedH11Protocol, None]] = weakref.WeakKeyDictionary()
+_waiting: weakref.WeakKeyDictionary[ServerState, dict[BoundedHttpToolsProtocol, None]] = (
+    weakref.WeakKeyDictionary()
+)
 _last_warning = {"at": -_WARN_EVERY_S}
 
 
-class BoundedH11Protocol(H11Protocol):
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(
         self,
         config: Config,
@@ -58,31 +60,30 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._track_header_wait()
+        self._await_head()
         if len(self.connections) > self.max_connections:
             self._make_room()
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._track_header_wait()
+    def on_headers_complete(self) -> None:
+        self._stop_header_wait()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._track_header_wait()
+        # A pipelined request whose head had already arrived is running now: nothing to wait for.
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_wait()
         super().connection_lost(exc)
 
-    def _track_header_wait(self) -> None:
-        """Start the header deadline when the connection begins waiting for a request head
-        (h11's client state IDLE), stop it once a head has arrived; partial data changes nothing."""
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
-        if waiting and self.header_deadline is None:
+    def _await_head(self) -> None:
+        """Start the header deadline: the connection now waits for a request head. Bytes of a
+        partial head change nothing; only a complete head (``on_headers_complete``) stops it."""
+        if self.header_deadline is None:
             self.header_deadline = self.loop.call_later(self.header_timeout, self._header_timed_out)
             self.waiting[self] = None
-        elif not waiting:
-            self._stop_header_wait()
 
     def _stop_header_wait(self) -> None:
         if self.header_deadline is not None:
@@ -98,8 +99,6 @@ class BoundedH11Protocol(H11Protocol):
     def _close(self) -> None:
         self._stop_header_wait()
         if not self.transport.is_closing():
-            with contextlib.suppress(h11.LocalProtocolError):
-                self.conn.send(h11.ConnectionClosed())
             self.transport.close()
 
     def _make_room(self) -> None:

@@ -1,10 +1,12 @@
 """Start the server: ``python -m inference_site.serve [--host H] [--port P] [--workers N]``.
 
-uvicorn with this project's connection limits (:mod:`inference_site.http_protocol`): a
-deadline for request headers (``HTTP_HEADER_TIMEOUT``) and a cap on open connections per
-worker (``HTTP_MAX_CONNECTIONS``). Before serving, the process's soft limit on open files is
-raised to its hard limit (see :func:`ensure_open_files`); if even the hard limit cannot fit
-that many connections, start-up stops with a sentence saying so.
+uvicorn on uvloop's event loop, with this project's HTTP protocol
+(:mod:`inference_site.http_protocol`: httptools' parser, a deadline for request headers,
+``HTTP_HEADER_TIMEOUT``, and a cap on open connections per worker, ``HTTP_MAX_CONNECTIONS``).
+uvicorn's own log lines (the access log included) follow ``LOG_LEVEL``. Before serving, the
+process's soft limit on open files is raised to its hard limit (see
+:func:`ensure_open_files`); if even the hard limit cannot fit that many connections, start-up
+stops with a sentence saying so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import resource
 import uvicorn
 
 APP = "inference_site.asgi:application"
-PROTOCOL = "inference_site.http_protocol:BoundedH11Protocol"
+PROTOCOL = "inference_site.http_protocol:BoundedHttpToolsProtocol"
 # File descriptors a worker needs besides its connections: the model file, database and
 # Redis connections, metric files, logs, the event loop's own.
 RESERVED_FDS = 256
@@ -48,10 +50,21 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         http=PROTOCOL,
+        loop="uvloop",
+        log_level=uvicorn_log_level(settings.LOG_LEVEL),
         # A backstop only: on SIGTERM the app itself ends every stream after
         # SHUTDOWN_GRACE_SECONDS (inference_site.shutdown); uvicorn then cancels what is left.
         timeout_graceful_shutdown=int(settings.SHUTDOWN_GRACE_SECONDS) + 15,
     )
+
+
+def uvicorn_log_level(level: str) -> str | None:
+    """uvicorn's name for the logging level ``level`` (``LOG_LEVEL``); None (uvicorn's default,
+    info) for a level it has no name for."""
+    from uvicorn.config import LOG_LEVELS
+
+    name = level.lower()
+    return name if name in LOG_LEVELS else None
 
 
 def ensure_open_files(needed: int) -> None:

@@ -17,6 +17,8 @@ import hmac
 from collections.abc import MutableMapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, reset_queries
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -80,9 +82,23 @@ async def scope_authenticate(scope: MutableMapping[str, Any]) -> ApiKey | None:
     return outcome if isinstance(outcome, ApiKey) else None
 
 
+def _stored_key(presented: str) -> ApiKey | None:
+    """The key row whose hash is ``presented``, read in the ORM's thread.
+
+    Django recycles that thread's database connection at the start of each request (the
+    ``request_started`` receivers: an expired or broken connection is closed, DEBUG's query
+    log cleared). The ``/v1`` handler does not send that signal, to save a thread hop
+    (:meth:`inference_site.api_handler.ApiHandler.handle`); this lookup, the first ORM call of
+    every API request, does the same in the hop it makes anyway.
+    """
+    reset_queries()
+    close_old_connections()
+    return ApiKey.objects.filter(key_hash=presented).first()
+
+
 async def _api_key_for(token: str) -> ApiKey:
     presented = key_hash(token)
-    api_key = await ApiKey.objects.filter(key_hash=presented).afirst()
+    api_key = await sync_to_async(_stored_key)(presented)
     if api_key is None or not hmac.compare_digest(api_key.key_hash, presented):
         raise _unauthorized("Incorrect API key provided. You can find your API keys in the admin.")
     if api_key.revoked_at is not None:

@@ -201,6 +201,8 @@ def test_ready_fails_while_the_database_is_down_and_recovers(tmp_path: Path, pg_
     server = start_scripted_server(tmp_path, env=env)
     try:
         assert httpx.get(server.base_url + "/ready").status_code == 200
+        # The ORM thread now holds a connection, which the outage breaks: it must be replaced.
+        assert httpx.get(server.api_url + "/models", headers=server.auth(), timeout=30).status_code == 200
         proxy.stop()
 
         down = httpx.get(server.base_url + "/ready", timeout=30)

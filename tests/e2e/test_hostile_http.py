@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import selectors
 import socket
 import time
@@ -309,3 +310,35 @@ def test_connections_past_the_cap_close_the_ones_idle_longest(capped: Server) ->
     assert open_fds <= baseline + 100 + 5
     assert len(closed) >= 200
     assert not closed.keys() & set(sockets[-90:]), "the newest connections are kept"
+
+
+def test_pipelined_requests_are_answered_and_a_kept_connection_trickling_a_head_is_closed_in_time(
+    hostile: Server,
+) -> None:
+    sock = _raw_request(hostile, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2)
+    try:
+        sock.settimeout(5)
+        answered = b""
+        while answered.count(b"HTTP/1.1 200") < 2 or not answered.endswith(b'{"status": "ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {answered!r}"
+            answered += chunk
+        idle_since = time.monotonic()
+        closed_at = None
+        for byte in "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n":  # a head, one byte every 0.2 s
+            try:
+                sock.sendall(byte.encode())
+            except OSError:
+                closed_at = time.monotonic()
+                break
+            readable, _, _ = select.select([sock], [], [], 0.2)
+            if readable:
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(1024) == b"", "the server answered a half-sent head"
+                closed_at = time.monotonic()
+                break
+    finally:
+        sock.close()
+
+    assert closed_at is not None, "a trickled head kept the connection open"
+    assert HEADER_TIMEOUT - 0.2 < closed_at - idle_since < HEADER_TIMEOUT + 1
