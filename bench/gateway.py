@@ -95,6 +95,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line a request
     levels = [int(c) for c in args.concurrency.split(",")]
     node_cpus = front_cpus = None
     if args.pin:

@@ -3,8 +3,11 @@
 Requests never wait for the database: :meth:`RequestLogWriter.submit` cleans a row to what
 every database accepts (:func:`sanitized`) and queues it. The thread drains the queue into
 ``bulk_create`` batches, one transaction each, so SQLite sees a single writer however many
-requests run at once. ``last_used_at`` updates ride along, at most one per key per minute per
-process.
+requests run at once. A batch gathers for :data:`LINGER_SECONDS` after its first row (at
+once when a flush or stop is queued): the write, a millisecond of Python holding the GIL,
+then no longer lands in the instant a client that just got its answer sends its next
+request, and under load more rows share a transaction. ``last_used_at`` updates ride along,
+at most one per key per minute per process.
 
 Two kinds of failure, told apart. The database is unavailable (``OperationalError``,
 ``InterfaceError``): the batch is retried with back-off until it lands. The database (or a
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_BATCH = 500
+LINGER_SECONDS = 0.05
 UNAVAILABLE = (OperationalError, InterfaceError)
 """Errors meaning "the database cannot be reached now", as opposed to "it refuses this row"."""
 
@@ -85,11 +89,12 @@ class _Stop:
     pass
 
 
+_Item = RequestLog | tuple[int, datetime] | threading.Event | _Stop
+
+
 class RequestLogWriter:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[RequestLog | tuple[int, datetime] | threading.Event | _Stop] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._touched: dict[int, datetime] = {}
@@ -135,12 +140,7 @@ class RequestLogWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            items = [self._queue.get()]
-            while len(items) < MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._batch(self._queue.get())
             rows = [i for i in items if isinstance(i, RequestLog)]
             touches = dict(i for i in items if isinstance(i, tuple))
             if rows or touches:
@@ -151,6 +151,19 @@ class RequestLogWriter:
                 elif isinstance(item, _Stop):
                     stopping = True
         _drop_broken_connections()
+
+    def _batch(self, first: _Item) -> list[_Item]:
+        """``first`` and what is queued within :data:`LINGER_SECONDS` of it, up to
+        :data:`MAX_BATCH` items; a flush or a stop ends the gathering at once."""
+        items = [first]
+        deadline = time.monotonic() + LINGER_SECONDS
+        while len(items) < MAX_BATCH and not isinstance(items[-1], threading.Event | _Stop):
+            left = deadline - time.monotonic()
+            try:
+                items.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     def _write_until_done(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
         """Land the batch, or failing that each of its rows that any database would take.

@@ -389,7 +389,7 @@ def test_a_client_that_leaves_while_queued_frees_its_place_and_logs_its_row(rig:
         _wait_until(lambda: rig.outstanding() == (1, 0), "the queued request gone")
         assert holder.result().status_code == 200
     _wait_until(lambda: rig.outstanding() == (0, 0), "the node idle")
-    assert _disconnected_rows(rig.gateway.database) >= 1
+    _wait_until(lambda: _disconnected_rows(rig.gateway.database) >= 1, "the queued request's 499 row")
 
 
 def _disconnected_rows(database: Path) -> int:

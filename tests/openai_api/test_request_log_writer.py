@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -147,3 +149,34 @@ def test_rows_are_cleaned_before_they_are_queued(transactional_db: None) -> None
     assert (len(dirty.user_agent), len(dirty.endpoint)) == (256, 100)
     assert written["scoped"].client_ip == "fe80::1"
     assert (written["clean"].client_ip, written["clean"].user) == ("203.0.113.9", "alice")
+
+
+class BatchRecordingWriter(RequestLogWriter):
+    """Records the request ids of each batch it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def _write(self, rows: list[RequestLog], touches: dict[int, datetime]) -> None:
+        self.batches.append([row.request_id for row in rows])
+        super()._write(rows, touches)
+
+
+def test_rows_queued_within_the_linger_share_one_batch_and_a_flush_ends_the_wait(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "LINGER_SECONDS", 1.0)
+    writer = BatchRecordingWriter()
+    writer.submit(_row("req-linger-0"))
+    threading.Event().wait(0.1)  # the thread has the first row and waits (time.sleep is patched)
+    writer.submit(_row("req-linger-1"))
+    writer.submit(_row("req-linger-2"))
+    started = time.monotonic()
+    assert writer.flush(10)
+    flushed_in = time.monotonic() - started
+    writer.close()
+
+    assert writer.batches == [["req-linger-0", "req-linger-1", "req-linger-2"]]
+    assert flushed_in < 0.8, "the flush waited out the linger"
+    assert {"req-linger-0", "req-linger-1", "req-linger-2"} <= set(_written())
