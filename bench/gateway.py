@@ -6,9 +6,11 @@
 Starts one node (this server on the default model, one uvicorn worker) and a gateway (this
 server with one ``kind = "remote"`` model whose only upstream is that node, no model of its
 own), then runs bench/load.py's streaming load at each level straight to the node and through
-the gateway, interleaved (who goes first alternates each repeat), and prints both tables and
-the ratios: tokens/s through the gateway over direct, and the difference of the median first
-token. ``--node scripted`` serves a scripted model instead (no weights: its first token at
+the gateway, interleaved (who goes first alternates each repeat; at one stream the paths
+alternate request by request, so a drift of the machine's speed falls on both alike), and
+prints both tables and the ratios: tokens/s through the gateway over direct, and the
+difference of the median first token (at one stream also the median of the paired
+differences). ``--node scripted`` serves a scripted model instead (no weights: its first token at
 once, then ``--scripted-rate`` tokens a second), so the difference is the gateway's own
 latency, without a model's noise. Progress goes to the log on stderr; the tables to stdout.
 """
@@ -20,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -72,6 +75,47 @@ def gateway(port: int, node: Running, workdir: Path, cpus: set[int] | None = Non
         yield running
 
 
+def alternating_runs(
+    paths: dict[str, Running], level: int, args: argparse.Namespace
+) -> dict[str, list[LevelResult]]:
+    """``--repeats`` runs of ``level`` concurrent clients on each path, who goes first
+    alternating each repeat."""
+    runs: dict[str, list[LevelResult]] = {name: [] for name in paths}
+    for repeat in range(args.repeats):
+        for name in list(paths) if repeat % 2 == 0 else list(paths)[::-1]:
+            logger.info("%s, concurrency %d, run %d ...", name, level, repeat + 1)
+            result = _run(paths[name], level, args.rounds, args.max_tokens)
+            runs[name].append(result)
+            logger.info("%s, concurrency %d: %.1f tok/s", name, level, result.tokens_per_second())
+    return runs
+
+
+def alternating_requests(paths: dict[str, Running], args: argparse.Namespace) -> dict[str, list[LevelResult]]:
+    """One stream: ``--repeats`` x ``--rounds`` requests on each path, one path then the other
+    request by request (who goes first alternating), so both see the machine's drift alike."""
+    runs: dict[str, list[LevelResult]] = {name: [] for name in paths}
+    total = args.repeats * args.rounds
+    logger.info("concurrency 1: %d requests a path, alternating ...", total)
+    for number in range(total):
+        for name in list(paths) if number % 2 == 0 else list(paths)[::-1]:
+            runs[name].append(_run(paths[name], 1, 1, args.max_tokens))
+    return runs
+
+
+def _run(running: Running, level: int, rounds: int, max_tokens: int) -> LevelResult:
+    return asyncio.run(run_level(running.base_url, running.api_key, MODEL_NAME, level, rounds, max_tokens))
+
+
+def paired_ttft_difference(direct: LevelResult, through: LevelResult) -> float:
+    """The median of (gateway - direct) first-token times over requests paired in the order
+    they ran (seconds); nan if any failed."""
+    pairs = [(d.ttft, g.ttft) for d, g in zip(direct.samples, through.samples, strict=True)]
+    differences = [g - d for d, g in pairs if d is not None and g is not None]
+    if len(differences) < len(pairs) or not differences:
+        return float("nan")
+    return statistics.median(differences)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,23 +163,7 @@ def main() -> int:
         for running in paths.values():  # one warm-up request each
             asyncio.run(run_level(running.base_url, running.api_key, MODEL_NAME, 1, 1, 16))
         for level in levels:
-            runs: dict[str, list[LevelResult]] = {"direct": [], "gateway": []}
-            for repeat in range(args.repeats):
-                for name in ("direct", "gateway") if repeat % 2 == 0 else ("gateway", "direct"):
-                    running = paths[name]
-                    logger.info("%s, concurrency %d, run %d ...", name, level, repeat + 1)
-                    result = asyncio.run(
-                        run_level(
-                            running.base_url,
-                            running.api_key,
-                            MODEL_NAME,
-                            level,
-                            args.rounds,
-                            args.max_tokens,
-                        )
-                    )
-                    runs[name].append(result)
-                    logger.info("%s, concurrency %d: %.1f tok/s", name, level, result.tokens_per_second())
+            runs = alternating_requests(paths, args) if level == 1 else alternating_runs(paths, level, args)
             for name, done in runs.items():
                 results[name].append(
                     LevelResult(level, sum(r.wall for r in done), [s for r in done for s in r.samples])
@@ -153,11 +181,18 @@ def main() -> int:
         "\n| conc | tok/s gateway/direct | ttft p50 gateway-direct | itl p50 gateway/direct |",
         "|---:|---:|---:|---:|",
     ]
+    one_stream = levels.index(1) if 1 in levels else None
     for level, direct, through in zip(levels, results["direct"], results["gateway"], strict=True):
         out.append(
             f"| {level} | {through.tokens_per_second() / max(direct.tokens_per_second(), 1e-9):.3f} | "
             f"{(through.percentile('ttft', 50) - direct.percentile('ttft', 50)) * 1000:+.1f} ms | "
             f"{through.percentile('itl', 50) / max(direct.percentile('itl', 50), 1e-9):.2f} |"
+        )
+    if one_stream is not None:
+        paired = paired_ttft_difference(results["direct"][one_stream], results["gateway"][one_stream])
+        out.append(
+            f"\none stream, requests alternating: median of the paired first-token differences "
+            f"{paired * 1000:+.1f} ms"
         )
     sys.stdout.write("\n".join(out) + "\n")
     return 0
