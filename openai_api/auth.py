@@ -8,13 +8,16 @@ repeats the key.
 The ``/v1`` ASGI handler authenticates from the request's headers before the body is read
 (:func:`scope_authenticate`), so a request without a valid key never gets its body read or
 spooled; it leaves the outcome in the scope, where :func:`api_key_authenticate` finds it
-instead of looking the key up a second time.
+instead of looking the key up a second time. On SQLite the row is read on the event loop
+(:mod:`openai_api.sqlite_reader`); other databases, or a failed read, take the ORM's thread.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import logging
+import sqlite3
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -23,9 +26,12 @@ from django.db import close_old_connections, connection, reset_queries
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import sqlite_reader
 from .errors import ApiError
 from .keys import KEY_PREFIX, key_hash
 from .models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -90,7 +96,9 @@ def _stored_key(presented: str) -> ApiKey | None:
     ``request_started`` receivers: an expired or broken connection is closed, DEBUG's query
     log cleared). The ``/v1`` handler does not send that signal, to save a thread hop
     (:meth:`inference_site.api_handler.ApiHandler.handle`); this lookup, the first ORM call of
-    every API request, does the same in the hop it makes anyway.
+    every API request on a database other than SQLite, does the same in the hop it makes
+    anyway. (SQLite's key read needs no hop; its connections, local files, are not recycled
+    per request.)
     """
     reset_queries()
     close_old_connections()
@@ -113,6 +121,7 @@ class _KeyQuery:
         self.fields = list(ApiKey._meta.concrete_fields)
         columns = ", ".join(quote(f.column) for f in self.fields)
         self.sql = f"SELECT {columns} FROM {quote(table)} WHERE {quote('key_hash')} = %s"
+        self.sqlite_sql = self.sql.replace("%s", "?")
         self.converters: list[tuple[int, list[Any], Any]] = []
         for index, field in enumerate(self.fields):
             column = field.get_col(table)
@@ -133,9 +142,32 @@ def _key_query(vendor: str) -> _KeyQuery:
     return _KeyQuery()
 
 
+def _key_read_here(presented: str) -> ApiKey | _Unread | None:
+    """The key row read on this thread when the database is SQLite
+    (:mod:`openai_api.sqlite_reader`), else, or when that read fails, :data:`UNREAD`."""
+    if not sqlite_reader.enabled():
+        return UNREAD
+    query = _key_query(connection.vendor)
+    try:
+        row = sqlite_reader.fetch_one(query.sqlite_sql, [presented])
+    except sqlite3.Error as exc:
+        logger.debug("reading the key on the event loop failed (%s); using the ORM's thread", exc)
+        return UNREAD
+    return None if row is None else query.model_from(row)
+
+
+class _Unread:
+    pass
+
+
+UNREAD = _Unread()
+
+
 async def _api_key_for(token: str) -> ApiKey:
     presented = key_hash(token)
-    api_key = await sync_to_async(_stored_key)(presented)
+    api_key = _key_read_here(presented)
+    if isinstance(api_key, _Unread):
+        api_key = await sync_to_async(_stored_key)(presented)
     if api_key is None or not hmac.compare_digest(api_key.key_hash, presented):
         raise _unauthorized("Incorrect API key provided. You can find your API keys in the admin.")
     if api_key.revoked_at is not None:
