@@ -36,6 +36,13 @@ from uvicorn.server import ServerState
 logger = logging.getLogger(__name__)
 
 _WARN_EVERY_S = 60.0
+MAX_HEAD_BYTES = 64 * 1024
+"""The most bytes of a request head (request line and headers). httptools sets no limit of
+its own (h11 stopped at 16 KiB), so a head still growing past this is answered 431 and closed."""
+_HEAD_TOO_LARGE = (
+    b'{"error": {"message": "The request line and headers exceed 65536 bytes.", '
+    b'"type": "invalid_request_error", "param": null, "code": "request_header_fields_too_large"}}'
+)
 
 # Per server: the connections waiting for request headers, oldest wait first.
 _waiting: weakref.WeakKeyDictionary[ServerState, dict[BoundedHttpToolsProtocol, None]] = (
@@ -57,12 +64,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_connections: int = settings.HTTP_MAX_CONNECTIONS
         self.waiting = _waiting.setdefault(server_state, {})
         self.header_deadline: asyncio.TimerHandle | None = None
+        self.head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_head()
         if len(self.connections) > self.max_connections:
             self._make_room()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.header_deadline is not None:  # still no complete head: all of it was head
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (len(_HEAD_TOO_LARGE), _HEAD_TOO_LARGE)
+                )
+                self._close()
 
     def on_headers_complete(self) -> None:
         self._stop_header_wait()
@@ -82,6 +102,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Start the header deadline: the connection now waits for a request head. Bytes of a
         partial head change nothing; only a complete head (``on_headers_complete``) stops it."""
         if self.header_deadline is None:
+            self.head_bytes = 0
             self.header_deadline = self.loop.call_later(self.header_timeout, self._header_timed_out)
             self.waiting[self] = None
 

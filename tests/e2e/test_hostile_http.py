@@ -342,3 +342,19 @@ def test_pipelined_requests_are_answered_and_a_kept_connection_trickling_a_head_
 
     assert closed_at is not None, "a trickled head kept the connection open"
     assert HEADER_TIMEOUT - 0.2 < closed_at - idle_since < HEADER_TIMEOUT + 1
+
+
+def test_a_request_head_past_64_kib_is_refused_with_431_and_the_server_stays_up(hostile: Server) -> None:
+    sock = _raw_request(hostile, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
+    try:
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(64):
+                sock.sendall(b"a" * 8192)
+        answer = _read_until_closed(sock, timeout=5)
+    finally:
+        sock.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert_valid("ErrorResponse", json.loads(body))
+    assert _health_latency(hostile) < 1.0
