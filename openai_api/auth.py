@@ -118,12 +118,13 @@ class _KeyQuery:
     def __init__(self) -> None:
         quote = connection.ops.quote_name
         table = ApiKey._meta.db_table
-        self.fields = list(ApiKey._meta.concrete_fields)
-        columns = ", ".join(quote(f.column) for f in self.fields)
+        fields = ApiKey._meta.concrete_fields
+        self.attnames = [f.attname for f in fields]
+        columns = ", ".join(quote(f.column) for f in fields)
         self.sql = f"SELECT {columns} FROM {quote(table)} WHERE {quote('key_hash')} = %s"
         self.sqlite_sql = self.sql.replace("%s", "?")
         self.converters: list[tuple[int, list[Any], Any]] = []
-        for index, field in enumerate(self.fields):
+        for index, field in enumerate(fields):
             column = field.get_col(table)
             found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
             if found:
@@ -134,7 +135,7 @@ class _KeyQuery:
         for index, converters, column in self.converters:
             for convert in converters:
                 values[index] = convert(values[index], column, connection)
-        return ApiKey.from_db(connection.alias, [f.attname for f in self.fields], values)
+        return ApiKey.from_db(connection.alias, self.attnames, values)
 
 
 @functools.cache
