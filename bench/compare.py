@@ -137,13 +137,19 @@ def _wait_ready(base_url: str, api_key: str, process: subprocess.Popen[bytes]) -
 
 @contextmanager
 def ours(
-    port: int, slots: int, prefix_block: int, workdir: Path, cpus: set[int] | None = None
+    port: int,
+    slots: int,
+    prefix_block: int,
+    workdir: Path,
+    cpus: set[int] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     env = {
         "LLM_MODEL_DIR": str(ROOT / "var" / "models"),
         "LLM_SLOTS": str(slots),
         "LLM_N_CTX": str(SLOT_CTX),
         "LLM_PREFIX_BLOCK": str(prefix_block),
+        **(extra_env or {}),
     }
     with serve_this_server("ours", port, env, workdir, cpus) as running:
         yield running

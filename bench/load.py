@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ logger = logging.getLogger("bench.load")
 
 @dataclass
 class Sample:
+    index: int = -1  # the number in its prompt, unique within a run_level call
     ttft: float | None = None
     gaps: list[float] = field(default_factory=list)
     tokens: int = 0
@@ -74,7 +76,7 @@ def _ms(value: float) -> str:
 
 
 async def one_stream(http: httpx.AsyncClient, model: str, max_tokens: int, index: int) -> Sample:
-    sample = Sample()
+    sample = Sample(index=index)
     body = {
         "model": model,
         "messages": [{"role": "user", "content": f"Tell me a long story about the number {index}."}],
@@ -111,9 +113,23 @@ async def one_stream(http: httpx.AsyncClient, model: str, max_tokens: int, index
 
 
 async def run_level(
-    base_url: str, api_key: str, model: str, concurrency: int, rounds: int, max_tokens: int
+    base_url: str,
+    api_key: str,
+    model: str,
+    concurrency: int,
+    rounds: int,
+    max_tokens: int,
+    *,
+    first_index: int = 0,
+    pause: float = 0.0,
+    seed: int = 0,
 ) -> LevelResult:
-    """``concurrency`` clients each streaming ``rounds`` chat completions one after another."""
+    """``concurrency`` clients each streaming ``rounds`` chat completions one after another.
+
+    Request ``r`` of client ``w`` asks about the number ``first_index + w * rounds + r``, so a
+    server's request log can tell them apart. With ``pause`` (seconds) each client waits a
+    random time up to ``pause`` before each request (drawn from ``seed``: the same waits on
+    every call with the same seed), so the clients do not arrive in lockstep."""
     headers = {"Authorization": f"Bearer {api_key}"}
     # A new connection per request: llama-server closes idle keep-alive connections, and a
     # request sent on one it just closed fails (RemoteProtocolError) through no fault of its own.
@@ -122,7 +138,13 @@ async def run_level(
         started = time.perf_counter()
 
         async def client(worker: int) -> list[Sample]:
-            return [await one_stream(http, model, max_tokens, worker * 100 + r) for r in range(rounds)]
+            waits = random.Random(seed * 1_000_003 + worker)
+            samples = []
+            for r in range(rounds):
+                if pause > 0:
+                    await asyncio.sleep(waits.uniform(0, pause))
+                samples.append(await one_stream(http, model, max_tokens, first_index + worker * rounds + r))
+            return samples
 
         per_client = await asyncio.gather(*(client(w) for w in range(concurrency)))
         return LevelResult(concurrency, time.perf_counter() - started, [s for c in per_client for s in c])
