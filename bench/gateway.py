@@ -22,13 +22,18 @@ start of the request). Their difference is what lay between client and node: the
 and HTTP for a direct request, plus the gateway for the other. Its median, gateway minus
 direct, is the gateway's share of the first token without the node's step-to-step noise,
 which dominates the plain difference of the medians on a model (printed with a 95%
-bootstrap interval). Progress goes to the log on stderr; the tables to stdout.
+bootstrap interval), and by the mean with the 90th percentiles. The share is the gateway's
+own time; what the gateway's CPU costs a node on the same machine shows in the node's own
+first token and the tokens/s, so measure the share with ``--pin`` (the gateway on CPUs of its
+own, as on a machine of its own). The intervals resample requests, not runs: compare runs
+for the run-to-run spread. Progress goes to the log on stderr; the tables to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,8 +55,9 @@ from bench.load import HEADER, LevelResult, Sample, run_level
 logger = logging.getLogger("bench.gateway")
 
 
-# The node's request log keeps each prompt, so its rows can be matched to the client's requests.
-NODE_ENV = {"REQUEST_LOG_TEXT": "true"}
+# The node's request log keeps each prompt, so its rows can be matched to the client's
+# requests; it is the node's own SQLite file whatever DATABASE_URL the environment has.
+NODE_ENV = {"REQUEST_LOG_TEXT": "true", "DATABASE_URL": ""}
 _NUMBER = re.compile(r"the number (\d+)\.")
 
 
@@ -160,7 +166,7 @@ def node_first_tokens(database: Path, wanted: set[int], wait: float = 20.0) -> d
     found: dict[int, float] = {}
     deadline = time.monotonic() + wait
     while True:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT prompt_text, ttft_ms FROM openai_api_requestlog").fetchall()
         for prompt, ttft_ms in rows:
             match = _NUMBER.search(prompt)
@@ -204,6 +210,15 @@ def paired_ttft_difference(direct: LevelResult, through: LevelResult) -> float:
 
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _pct(values: Sequence[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def main() -> int:
@@ -271,7 +286,11 @@ def main() -> int:
                 )
         node_database = Path(tmp) / ("db.sqlite3" if args.node == "model" else "node/db.sqlite3")
         wanted = {s.index for rows in results.values() for r in rows for s in r.ok}
-        node_seen = node_first_tokens(node_database, wanted)
+        try:
+            node_seen = node_first_tokens(node_database, wanted)
+        except sqlite3.Error as exc:  # the tables below still print, without the node's view
+            logger.error("the node's request log could not be read (%s)", exc)
+            node_seen = {}
     missing = len(wanted - node_seen.keys())
     if missing:
         logger.warning("%d requests not found in the node's request log", missing)
@@ -290,12 +309,19 @@ def main() -> int:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     one_stream = levels.index(1) if 1 in levels else None
+    means: list[str] = []
     for level, direct, through in zip(levels, results["direct"], results["gateway"], strict=True):
         low, high = median_difference_interval(direct.values("ttft"), through.values("ttft"))
         relay_direct = client_minus_node(direct.ok, node_seen)
         relay_gateway = client_minus_node(through.ok, node_seen)
         share_low, share_high = median_difference_interval(relay_direct, relay_gateway)
         share = _median(relay_gateway) - _median(relay_direct)
+        means.append(
+            f"  {level} streams: client-node mean direct / gateway "
+            f"{_mean(relay_direct) * 1000:.1f} / {_mean(relay_gateway) * 1000:.1f} ms "
+            f"(gateway's share by the mean {(_mean(relay_gateway) - _mean(relay_direct)) * 1000:+.1f} ms), "
+            f"p90 {_pct(relay_direct, 90) * 1000:.1f} / {_pct(relay_gateway, 90) * 1000:.1f} ms"
+        )
         out.append(
             f"| {level} | {through.tokens_per_second() / max(direct.tokens_per_second(), 1e-9):.3f} | "
             f"{(through.percentile('ttft', 50) - direct.percentile('ttft', 50)) * 1000:+.1f} ms "
@@ -304,6 +330,7 @@ def main() -> int:
             f"{_median(relay_direct) * 1000:.1f} / {_median(relay_gateway) * 1000:.1f} ms | "
             f"{share * 1000:+.1f} ms ({share_low * 1000:+.1f} to {share_high * 1000:+.1f}) |"
         )
+    out += ["\nwhat lay between client and node, beyond the median:", *means]
     out.append("\nthe node's own first token (its request log), p50 direct / gateway:")
     for level, direct, through in zip(levels, results["direct"], results["gateway"], strict=True):
         seen = [[node_seen[s.index] for s in r.ok if s.index in node_seen] for r in (direct, through)]

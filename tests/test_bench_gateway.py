@@ -6,7 +6,6 @@ No server: the node's request log is a SQLite file written here.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sqlite3
@@ -16,6 +15,7 @@ import pytest
 
 from bench.gateway import Numbering, client_minus_node, median_difference_interval, node_first_tokens
 from bench.load import Sample
+from openai_api.schemas import ChatCompletionRequest
 
 
 def _node_log(path: Path, rows: list[tuple[str, float | None]]) -> Path:
@@ -26,9 +26,13 @@ def _node_log(path: Path, rows: list[tuple[str, float | None]]) -> Path:
 
 
 def _messages(number: int) -> str:
-    """What the node's log keeps of a bench request's prompt (its messages as JSON)."""
+    """What the node's log keeps of a bench request's prompt: the view's own dump of its
+    messages (openai_api/views.py)."""
     content = f"Tell me a long story about the number {number}."
-    return json.dumps({"messages": [{"role": "user", "content": content}]})
+    body = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": 8}
+    )
+    return body.model_dump_json(include={"messages"})
 
 
 def test_the_node_log_is_matched_by_the_number_in_each_prompt(tmp_path: Path) -> None:
@@ -76,3 +80,12 @@ def test_numbers_are_never_handed_out_twice() -> None:
 
     assert second == first + 96
     assert numbers.take(1) == second + 8
+
+
+def test_a_number_is_not_read_as_a_longer_one(tmp_path: Path) -> None:
+    log = _node_log(tmp_path / "db.sqlite3", [(_messages(10001), 5.0), (_messages(1000), 7.0)])
+
+    assert node_first_tokens(log, {1000, 10001}, wait=0) == {
+        1000: pytest.approx(0.007),
+        10001: pytest.approx(0.005),
+    }
