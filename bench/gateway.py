@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -45,12 +44,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare import MODEL_NAME, Running, ours, serve_this_server
-from bench.load import HEADER, LevelResult, Sample, run_level
+from bench.load import HEADER, LevelResult, Sample, nearest_rank, run_level
 
 logger = logging.getLogger("bench.gateway")
 
@@ -166,7 +165,7 @@ def node_first_tokens(database: Path, wanted: set[int], wait: float = 20.0) -> d
     found: dict[int, float] = {}
     deadline = time.monotonic() + wait
     while True:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT prompt_text, ttft_ms FROM openai_api_requestlog").fetchall()
         for prompt, ttft_ms in rows:
             match = _NUMBER.search(prompt)
@@ -214,11 +213,6 @@ def _median(values: Sequence[float]) -> float:
 
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
-
-
-def _pct(values: Sequence[float], pct: int) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def main() -> int:
@@ -320,7 +314,8 @@ def main() -> int:
             f"  {level} streams: client-node mean direct / gateway "
             f"{_mean(relay_direct) * 1000:.1f} / {_mean(relay_gateway) * 1000:.1f} ms "
             f"(gateway's share by the mean {(_mean(relay_gateway) - _mean(relay_direct)) * 1000:+.1f} ms), "
-            f"p90 {_pct(relay_direct, 90) * 1000:.1f} / {_pct(relay_gateway, 90) * 1000:.1f} ms"
+            f"p90 {nearest_rank(relay_direct, 90) * 1000:.1f} / "
+            f"{nearest_rank(relay_gateway, 90) * 1000:.1f} ms"
         )
         out.append(
             f"| {level} | {through.tokens_per_second() / max(direct.tokens_per_second(), 1e-9):.3f} | "

@@ -32,6 +32,14 @@ class Sample:
     error: str | None = None
 
 
+def nearest_rank(values: list[float], pct: int) -> float:
+    """The ``pct`` percentile of ``values`` by nearest rank (nan if there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
 @dataclass
 class LevelResult:
     concurrency: int
@@ -52,10 +60,7 @@ class LevelResult:
 
     def percentile(self, kind: str, pct: int) -> float:
         """The ``pct`` percentile of ``ttft`` or ``itl`` (inter-token gaps), in seconds (nan if none)."""
-        ordered = sorted(self.values(kind))
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+        return nearest_rank(self.values(kind), pct)
 
     def row(self) -> str:
         cells = [_ms(self.percentile(k, p)) for k in ("ttft", "itl") for p in (50, 95)]
